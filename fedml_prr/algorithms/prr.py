@@ -1,0 +1,255 @@
+"""PRR: Personalized Retrogress-Resilient federated learning (Chen et al., IEEE TMI 2022).
+
+Client: a personalized model P_k (never sent) and a deputy D_k (the only model exchanged),
+trained together with Deputy-Enhanced Transfer (stage-dependent mutual distillation) and the
+Conjoint Prototype-Aligned loss.  Server: Progressive Fourier Aggregation of the deputies, one
+aggregated deputy per client, and a global class prototype after every local epoch.
+
+One protocol step = one local epoch (``STEPS_PER_ROUND = E``): clients upload prototypes every
+step and their deputy at the round's last step; the server answers with the global prototype and,
+at round boundaries, each client's own PFA-aggregated deputy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+from torch import nn
+
+from ..core.cpa import cpa_loss, prototype_factor, seesaw_matrix
+from ..core.det import Stage, select_stage, stage_losses
+from ..core.fourier import pfa_ratio, progressive_fourier_aggregate
+from ..core.metrics import macro_f1
+from ..core.prototypes import PrototypeAccumulator, global_prototype, reset_prototypes
+from ..data.augment import augment_batch
+from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo
+from ..training.loops import batch_indices, predict
+from . import register_algorithm
+
+STAGE_ESTIMATES = ("faithful", "previous_epoch")
+GLOBAL_PROTOTYPES = ("gaussian", "mean")
+
+
+@dataclass(frozen=True)
+class PRRParams:
+    """PRR hyper-parameters (YAML keys ``prr_<name>``); defaults = the reference code.
+
+    Attributes
+    ----------
+    pfa_ratio_start, pfa_ratio_end:
+        Shared low-frequency ratio grows linearly from start (round 0) towards end (round T).
+    pfa_share_phase:
+        Share phase as well as amplitude (TMI 2022); ``false`` = amplitude only (MICCAI 2021).
+    pfa_sample_weighted:
+        Weight the amplitude/phase averages by training-set size (reference: uniform).
+    det_a1, det_a2:
+        DET stage thresholds on ``F1_D / F1_P``.
+    det_stage_estimate:
+        ``faithful``: macro-F1 of both models on the training split, eval mode, before each
+        epoch (two extra passes); ``previous_epoch``: from the predictions gathered while
+        training the previous epoch (no extra pass).
+    distill_temperature, distill_weight:
+        KL temperature and weight of DET distillation (reference: 1 and 1).
+    cpa_beta:
+        Seesaw mitigation exponent.
+    cpa_tau:
+        Prototype factor ``gamma = (1 + tau) / (cos + tau)``.
+    cpa_init_rounds:
+        Rounds of plain Seesaw loss before the prototype factor starts (``t_init``).
+    cpa_global_prototype:
+        ``gaussian`` (reference: mean + noise * max(std, 1), redrawn every epoch) or ``mean``.
+    """
+
+    pfa_ratio_start: float = 0.7
+    pfa_ratio_end: float = 0.95
+    pfa_share_phase: bool = True
+    pfa_sample_weighted: bool = False
+    det_a1: float = 0.7
+    det_a2: float = 0.9
+    det_stage_estimate: str = "faithful"
+    distill_temperature: float = 1.0
+    distill_weight: float = 1.0
+    cpa_beta: float = 0.8
+    cpa_tau: float = 3.0
+    cpa_init_rounds: int = 15
+    cpa_global_prototype: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.pfa_ratio_start <= 1 or not 0 <= self.pfa_ratio_end <= 1:
+            raise ValueError("prr_pfa_ratio_start and prr_pfa_ratio_end must be in [0, 1]")
+        if not 0 < self.det_a1 <= self.det_a2:
+            raise ValueError(f"need 0 < prr_det_a1 <= prr_det_a2, got {self.det_a1}, {self.det_a2}")
+        if self.det_stage_estimate not in STAGE_ESTIMATES:
+            raise ValueError(f"prr_det_stage_estimate must be one of {STAGE_ESTIMATES}, got {self.det_stage_estimate!r}")
+        if self.cpa_global_prototype not in GLOBAL_PROTOTYPES:
+            raise ValueError(f"prr_cpa_global_prototype must be one of {GLOBAL_PROTOTYPES}, got {self.cpa_global_prototype!r}")
+        if self.distill_temperature <= 0 or self.cpa_tau <= 1 or self.cpa_beta < 0 or self.cpa_init_rounds < 0:
+            raise ValueError("need prr_distill_temperature > 0, prr_cpa_tau > 1, prr_cpa_beta >= 0, prr_cpa_init_rounds >= 0")
+
+
+def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+class PRRClient(FederatedClient):
+    """Per-silo PRR state: P_k, D_k, prototypes, DET stage."""
+
+    STEPS_PER_ROUND = -1  # one step per local epoch
+    REPORTED_MODEL_REPLACED_ON_RECEIVE = False  # P_k is never overwritten by the server
+
+    def __init__(self, ctx: ClientContext, params: PRRParams) -> None:
+        super().__init__(ctx, params)
+        self.personal = ctx.build_model().to(ctx.device)
+        self.deputy = ctx.build_model().to(ctx.device)
+        self.models = {"personal": self.personal, "deputy": self.deputy}
+        self.feature_dim = int(self.personal.feature_dim)
+        self.local_protos = reset_prototypes(ctx.num_classes, self.feature_dim)
+        self.local_proto_counts = torch.zeros(ctx.num_classes, dtype=torch.int64)
+        self.global_protos: Optional[torch.Tensor] = None
+        self.stage = Stage.START
+        self.previous_predictions: Optional[Dict[str, torch.Tensor]] = None
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        self.last_epoch: Dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- protocol hooks
+    def apply(self, message: Message) -> None:
+        if message.get("global_prototypes") is not None:
+            self.global_protos = torch.as_tensor(message["global_prototypes"]).float()
+        if "deputy" in message:
+            self.deputy.load_state_dict(message["deputy"])
+
+    def local_step(self, info: StepInfo) -> None:
+        if info.first_of_round:
+            self.stage = Stage.START
+            self.local_protos = reset_prototypes(self.ctx.num_classes, self.feature_dim)
+            self.local_proto_counts.zero_()
+            self.previous_predictions = None
+            self.optimizers = {name: self.make_optimizer(m, info.round_idx) for name, m in self.models.items()}
+        f1_personal, f1_deputy = self._stage_f1()
+        self.stage = select_stage(f1_personal, f1_deputy, self.stage, self.params.det_a1, self.params.det_a2)
+        self._train_epoch(self._prototype_gamma(info.round_idx))
+        self.last_epoch.update(stage=int(self.stage), f1_personal_train=f1_personal, f1_deputy_train=f1_deputy)
+
+    def payload(self, info: StepInfo) -> Message:
+        out: Message = {"prototypes": self.local_protos.clone(), "prototype_counts": self.local_proto_counts.clone(),
+                        "stage": int(self.stage)}
+        if info.last_of_round and not info.last_of_run:
+            out["deputy"] = _cpu_state(self.deputy)
+        return out
+
+    def reported_model(self) -> nn.Module:
+        return self.personal
+
+    # ----------------------------------------------------------------- DET and CPA
+    def _stage_f1(self):
+        """Training macro-F1 of (P, D) for the stage choice; NaN when the stage is forced."""
+        if self.stage is Stage.START:
+            return float("nan"), float("nan")  # the first epoch of a round is always RECOVER
+        c = self.ctx.num_classes
+        if self.params.det_stage_estimate == "previous_epoch":
+            p = self.previous_predictions
+            return macro_f1(p["labels"], p["personal"], c), macro_f1(p["labels"], p["deputy"], c)
+        bs = self.ctx.eval_batch_size
+        probs_p, labels = predict(self.personal, self.train_split, bs)
+        probs_d, _ = predict(self.deputy, self.train_split, bs)
+        return macro_f1(labels, probs_p.argmax(1), c), macro_f1(labels, probs_d.argmax(1), c)
+
+    def _prototype_gamma(self, round_idx: int) -> Optional[torch.Tensor]:
+        """CPA phase 2 factor, or None during the first ``cpa_init_rounds`` rounds."""
+        if round_idx < self.params.cpa_init_rounds or self.global_protos is None:
+            return None
+        gamma = prototype_factor(self.local_protos, self.global_protos, self.params.cpa_tau,
+                                 present=self.class_counts > 0)
+        return gamma.to(self.ctx.device)
+
+    def _train_epoch(self, gamma: Optional[torch.Tensor]) -> None:
+        if self.global_class_counts is None:
+            raise RuntimeError("PRR needs the global class counts of the handshake before training")
+        seesaw = seesaw_matrix(self.global_class_counts, self.params.cpa_beta).to(self.ctx.device)
+        split, device = self.train_split, self.ctx.device
+        accumulator = PrototypeAccumulator(self.ctx.num_classes, self.feature_dim, device)
+        predictions = {"personal": [], "deputy": [], "labels": []}
+        loss_sums = torch.zeros(2, device=device)
+        batches = 0
+        self.personal.train()
+        self.deputy.train()
+        for idx in batch_indices(len(split), self.ctx.schedule.batch_size, self.generator):
+            idx = idx.to(device)
+            x, y = augment_batch(split.images[idx], self.generator), split.labels[idx]
+            z_p, f_p = self.personal(x)
+            z_d, _ = self.deputy(x)
+            loss_p, loss_d = stage_losses(
+                self.stage, z_p, z_d, cpa_loss(z_p, y, seesaw, gamma), cpa_loss(z_d, y, seesaw, gamma),
+                temperature=self.params.distill_temperature, weight=self.params.distill_weight)
+            for opt in self.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            (loss_p + loss_d).backward()  # teachers are detached: each loss reaches one model only
+            for opt in self.optimizers.values():
+                opt.step()
+            accumulator.add(f_p, y)
+            loss_sums += torch.stack([loss_p.detach(), loss_d.detach()])
+            batches += 1
+            predictions["personal"].append(z_p.detach().argmax(1))
+            predictions["deputy"].append(z_d.detach().argmax(1))
+            predictions["labels"].append(y)
+        self.local_protos, self.local_proto_counts = (t.cpu() for t in accumulator.prototypes())
+        self.previous_predictions = {k: torch.cat(v) for k, v in predictions.items()}
+        mean_losses = (loss_sums / max(batches, 1)).tolist()
+        self.last_epoch = {"loss_personal": mean_losses[0], "loss_deputy": mean_losses[1]}
+
+    # ----------------------------------------------------------------- resume
+    def extra_state(self) -> Dict[str, Any]:
+        return {"local_protos": self.local_protos, "local_proto_counts": self.local_proto_counts,
+                "global_protos": self.global_protos, "stage": int(self.stage)}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self.local_protos = state["local_protos"]
+        self.local_proto_counts = state["local_proto_counts"]
+        self.global_protos = state["global_protos"]
+        self.stage = Stage(state["stage"])
+
+
+class PRRServer(FederatedServer):
+    """Global prototypes after every epoch; PFA of the deputies after every round."""
+
+    STEPS_PER_ROUND = -1
+
+    def __init__(self, num_clients, schedule, params: PRRParams, seed) -> None:
+        super().__init__(num_clients, schedule, params, seed)
+        self.global_protos: Optional[torch.Tensor] = None
+        self.deputies: Dict[int, Dict[str, torch.Tensor]] = {}
+        self.last_ratio: Optional[float] = None
+
+    def aggregate_step(self, info: StepInfo, uploads: Mapping[int, Message]) -> None:
+        silos = sorted(uploads)
+        protos = torch.stack([torch.as_tensor(uploads[s]["prototypes"]) for s in silos])
+        counts = torch.stack([torch.as_tensor(uploads[s]["prototype_counts"]) for s in silos])
+        self.global_protos = global_prototype(protos, counts, method=self.params.cpa_global_prototype,
+                                              generator=self.generator)
+        self.deputies = {}
+        if info.last_of_round and not info.last_of_run:
+            p = self.params
+            self.last_ratio = pfa_ratio(info.round_idx, self.schedule.rounds, p.pfa_ratio_start, p.pfa_ratio_end)
+            weights = [uploads[s]["num_samples"] for s in silos] if p.pfa_sample_weighted else None
+            mixed = progressive_fourier_aggregate([uploads[s]["deputy"] for s in silos], self.last_ratio,
+                                                  weights=weights, share_phase=p.pfa_share_phase)
+            self.deputies = dict(zip(silos, mixed))
+
+    def payload_for(self, silo: int, step: int) -> Message:
+        out: Message = {"global_prototypes": self.global_protos}
+        if silo in self.deputies:
+            out["deputy"] = self.deputies[silo]
+        return out
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {"global_protos": self.global_protos, "deputies": self.deputies}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self.global_protos = state["global_protos"]
+        self.deputies = dict(state["deputies"])
+
+
+SPEC = register_algorithm("PRR", client=PRRClient, server=PRRServer, params=PRRParams,
+                          summary="DET + CPA on the clients, Progressive Fourier Aggregation on the server (Chen et al. 2022)")

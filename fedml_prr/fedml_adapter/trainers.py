@@ -1,0 +1,133 @@
+"""FedML ``ClientTrainer`` / ``ServerAggregator`` subclasses running any registered algorithm.
+
+FedML moves opaque "model params" between server and clients.  Ours are the protocol messages of
+:mod:`fedml_prr.training.federated`: the server's ``get_model_params()`` and ``aggregate()``
+return a plain ``dict`` keyed by silo index (FedML's cross-silo server then sends each silo its
+own entry); a client's upload is a dict carrying its ``silo`` and ``step``.  FedML never tells a
+trainer which silo it serves, so the silo travels in every message.  One trainer object can
+serve several silos (as FedML's single-process simulator does): per-silo state is kept in
+``self.clients`` keyed by silo index.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from fedml.core import ClientTrainer, ServerAggregator
+
+from ..algorithms import AlgorithmSpec, get_algorithm
+from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message
+
+logger = logging.getLogger(__name__)
+
+
+class AlgorithmClientTrainer(ClientTrainer):
+    """FedML client trainer driving one algorithm's :class:`FederatedClient` per silo.
+
+    Parameters
+    ----------
+    model:
+        Any module (FedML keeps a reference; the algorithm builds its own models).
+    args:
+        FedML's args (only handed to FedML's base class).
+    spec:
+        The registered algorithm.
+    params:
+        Its validated hyper-parameters.
+    make_context:
+        ``silo -> ClientContext`` (data, model factory, schedule, device of that silo).
+    """
+
+    def __init__(self, model, args, *, spec: AlgorithmSpec, params: Any,
+                 make_context: Callable[[int], ClientContext]) -> None:
+        super().__init__(model, args)
+        self.spec = spec
+        self.params = params
+        self._make_context = make_context
+        self.clients: Dict[int, FederatedClient] = {}
+        self._step: Dict[int, int] = {}
+        self.id = None
+
+    def client(self, silo: int) -> FederatedClient:
+        if silo not in self.clients:
+            self.clients[silo] = self.spec.client(self._make_context(silo), self.params)
+        return self.clients[silo]
+
+    def set_id(self, trainer_id: int) -> None:
+        """Select the silo the next ``train`` / ``get_model_params`` calls act on."""
+        self.id = trainer_id
+
+    def set_model_params(self, model_parameters: Message) -> None:
+        silo = model_parameters.get("silo") if isinstance(model_parameters, Mapping) else None
+        if silo is None:
+            raise ValueError(f"{self.spec.name} expects the server's per-silo message (a dict with 'silo'), "
+                             f"got {type(model_parameters).__name__}")
+        self.client(silo).receive(model_parameters)
+        self._step[silo] = model_parameters["step"]
+        self.id = silo
+
+    def train(self, train_data, device, args) -> None:
+        """One protocol step for the selected silo (FedML's ``train_data`` is not used: the
+        client holds its own splits, including valid/test for per-client evaluation)."""
+        self.clients[self.id].train(self._step[self.id])
+
+    def get_model_params(self) -> Message:
+        return self.clients[self.id].upload()
+
+    def test(self, test_data, device, args):
+        return None
+
+
+class AlgorithmServerAggregator(ServerAggregator):
+    """FedML server aggregator wrapping one algorithm's :class:`FederatedServer`."""
+
+    def __init__(self, model, args, *, server: FederatedServer) -> None:
+        super().__init__(model, args)
+        self.server = server
+        self.step = 0
+
+    def get_model_params(self) -> Dict[int, Message]:
+        """Messages of the current step, keyed by silo index."""
+        return self.server.messages(self.step)
+
+    def set_model_params(self, model_parameters) -> None:
+        """FedML hands back what :meth:`aggregate` returned; the server already holds it."""
+
+    def aggregate(self, raw_client_model_or_grad_list: List[Tuple[float, Message]]) -> Dict[int, Message]:
+        uploads = {}
+        for _, upload in raw_client_model_or_grad_list:
+            silo = upload.get("silo") if isinstance(upload, Mapping) else None
+            if silo is None:
+                raise ValueError("a client upload is not a protocol message with 'silo'")
+            if silo in uploads:
+                raise ValueError(f"two uploads for silo {silo}")
+            uploads[silo] = upload
+        steps = {u["step"] for u in uploads.values()}
+        if len(steps) != 1:
+            raise ValueError(f"uploads of different steps in one aggregation: {sorted(steps)}")
+        self.server.aggregate(steps.pop(), uploads)
+        self.step += 1
+        return self.get_model_params()
+
+    def test(self, test_data, device, args):
+        return {}
+
+    def test_all(self, train_data_local_dict, test_data_local_dict, device, args) -> bool:
+        return True
+
+
+class PRRClientTrainer(AlgorithmClientTrainer):
+    """PRR's DET + CPA client (personalized model and deputy per silo)."""
+
+    def __init__(self, model, args, *, params: Any, make_context: Callable[[int], ClientContext]) -> None:
+        super().__init__(model, args, spec=get_algorithm("PRR"), params=params, make_context=make_context)
+
+
+class PFAServerAggregator(AlgorithmServerAggregator):
+    """PRR's server: Progressive Fourier Aggregation of the deputies, global prototypes."""
+
+    def __init__(self, model, args, *, server: FederatedServer) -> None:
+        if not isinstance(server, get_algorithm("PRR").server):
+            raise TypeError("PFAServerAggregator needs a PRRServer")
+        super().__init__(model, args, server=server)

@@ -1,0 +1,1 @@
+"""Runtimes driving the FedML trainer classes: single process (``sp``); results folder."""

@@ -1,0 +1,170 @@
+"""The results folder of a run: config, per-round metrics, summary, checkpoints, resume state.
+
+Layout::
+
+    <results_dir>/config.resolved.json    the validated config
+    <results_dir>/metrics.jsonl           one line per (round, client) record
+    <results_dir>/summary.json            selected-round and final metrics, per client and averaged
+    <results_dir>/checkpoints/best/<client>.pt   reported model at the selected round
+    <results_dir>/checkpoints/last/<client>.pt   reported model at the last completed round
+    <results_dir>/resume.pt               full state at the last completed round (for --resume)
+
+Model selection (spec section 4): the round with the best mean validation macro-F1 among rounds
+``>= selection_fraction * T``; ties keep the earlier round.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import torch
+
+METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def aggregate_clients(records: Sequence[Mapping[str, Any]], split: str) -> Dict[str, float]:
+    """Unweighted (the paper's "Average") and sample-weighted means of a round's client metrics."""
+    out: Dict[str, float] = {}
+    for name in METRIC_NAMES:
+        values = [(r[split][name], r[split]["n"]) for r in records if not math.isnan(r[split][name])]
+        if not values:
+            out[name], out[f"{name}_weighted"] = float("nan"), float("nan")
+            continue
+        out[name] = sum(v for v, _ in values) / len(values)
+        total = sum(n for _, n in values)
+        out[f"{name}_weighted"] = sum(v * n for v, n in values) / total if total else float("nan")
+    return out
+
+
+@dataclass
+class Selection:
+    """Best round so far among the eligible ones."""
+
+    first_eligible: int
+    round: Optional[int] = None
+    score: float = -math.inf
+
+    def offer(self, round_idx: int, score: float) -> bool:
+        if round_idx < self.first_eligible or math.isnan(score) or score <= self.score:
+            return False
+        self.round, self.score = round_idx, score
+        return True
+
+
+@dataclass
+class ResultsStore:
+    """Writes a run's outputs; see the module docstring for the layout."""
+
+    root: Path
+    total_rounds: int
+    selection_fraction: float
+    rounds: Dict[int, List[Dict[str, Any]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.selection = Selection(first_eligible=math.ceil(self.selection_fraction * self.total_rounds - 1e-9))
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def resume_path(self) -> Path:
+        return self.root / "resume.pt"
+
+    def start_fresh(self, config_dict: Mapping[str, Any]) -> None:
+        """Create the folder (clearing an earlier run's outputs there) and write the config."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "summary.json", "resume.pt"):
+            (self.root / name).unlink(missing_ok=True)
+        shutil.rmtree(self.root / "checkpoints", ignore_errors=True)
+        _atomic_write_text(json.dumps(config_dict, indent=2, default=str), self.root / "config.resolved.json")
+
+    def reload(self, completed_rounds: int) -> None:
+        """On resume: keep the records of rounds ``< completed_rounds`` and rebuild the selection."""
+        lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
+        kept = [json.loads(line) for line in lines if line.strip()]
+        kept = [r for r in kept if r["round"] < completed_rounds]
+        _atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), self.metrics_path)
+        self.rounds = {}
+        for record in kept:
+            self.rounds.setdefault(record["round"], []).append(record)
+        for round_idx in sorted(self.rounds):
+            self.selection.offer(round_idx, aggregate_clients(self.rounds[round_idx], "valid")["macro_f1"])
+
+    def add_round(self, round_idx: int, records: List[Dict[str, Any]], reported_states: Mapping[str, Mapping]) -> bool:
+        """Append a completed round's records, update the selection and the checkpoints.
+
+        Returns True when this round became the selected one.
+        """
+        records = sorted(records, key=lambda r: r["silo"])
+        self.rounds[round_idx] = records
+        with self.metrics_path.open("a") as fh:
+            for record in records:
+                fh.write(json.dumps(record) + "\n")
+        self._save_models("last", reported_states)
+        selected = self.selection.offer(round_idx, aggregate_clients(records, "valid")["macro_f1"])
+        if selected:
+            self._save_models("best", reported_states)
+        return selected
+
+    def _save_models(self, kind: str, states: Mapping[str, Mapping]) -> None:
+        folder = self.root / "checkpoints" / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for client, state in states.items():
+            _atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, folder / f"{client}.pt")
+
+    def save_resume(self, state: Mapping[str, Any]) -> None:
+        _atomic_torch_save(dict(state), self.resume_path)
+
+    def load_resume(self) -> Dict[str, Any]:
+        if not self.resume_path.exists():
+            raise FileNotFoundError(f"nothing to resume: {self.resume_path} does not exist "
+                                    "(the run never completed a round; start it again without --resume)")
+        return torch.load(self.resume_path, weights_only=False)
+
+    def summary(self, extra: Mapping[str, Any]) -> Dict[str, Any]:
+        """Selected-round and final metrics, per client and averaged over clients."""
+        if not self.rounds:
+            raise RuntimeError("no completed round to summarise")
+        last = max(self.rounds)
+        selected = self.selection.round if self.selection.round is not None else last
+
+        def per_client(round_idx: int) -> Dict[str, Any]:
+            return {r["client"]: {"test": r["test"], "valid": r["valid"]} for r in self.rounds[round_idx]}
+
+        retro: Dict[str, List[float]] = {}
+        for round_idx in sorted(self.rounds):
+            for r in self.rounds[round_idx]:
+                if not math.isnan(r["retrogress"]):
+                    retro.setdefault(r["client"], []).append(r["retrogress"])
+        mean_retro = {c: sum(v) / len(v) for c, v in retro.items()}
+        summary = dict(extra)
+        summary.update({
+            "selected_round": selected,
+            "last_round": last,
+            "selected": {"mean": aggregate_clients(self.rounds[selected], "test"), "clients": per_client(selected)},
+            "final": {"mean": aggregate_clients(self.rounds[last], "test"), "clients": per_client(last)},
+            "retrogress": {"clients": mean_retro,
+                           "mean": sum(mean_retro.values()) / len(mean_retro) if mean_retro else float("nan")},
+        })
+        _atomic_write_text(json.dumps(summary, indent=2), self.root / "summary.json")
+        return summary

@@ -1,0 +1,304 @@
+"""The message protocol every algorithm speaks, and the per-client bookkeeping it shares.
+
+A run is a sequence of *steps* (FedML communication rounds).  At each step the server sends
+every silo a message (a plain dict), each client trains and uploads a dict, and the server
+aggregates.  Step 0 is a handshake: clients report their class counts, the server sums them into
+the global counts (CPA needs them).  Steps ``1 .. T*S`` train, ``S`` steps per algorithm round
+(PRR: ``S = E``, one local epoch per step; FedAvg-like: ``S = 1``).  A final message after the
+last step lets clients evaluate the model they end with.  Messages always carry ``silo`` and
+``step``, so the same objects run unchanged in one process, under MPI or over gRPC.
+
+Evaluation and retrogress
+-------------------------
+At the end of each algorithm round a client evaluates its *reported* model (the one whose
+metrics the paper reports: PRR's personalized model, FedAvg's copy of the global model) on its
+valid and test splits, once just before it receives the server's next message and once just
+after.  ``retrogress`` = test macro-F1 after - before (negative: the server's model made the
+client worse).  The round's record carries the *after* metrics, which are those of the model
+the client holds going into the next round.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+import torch
+from torch import nn
+
+from ..config import TrainSchedule
+from ..data.federation import ClientData
+from .loops import evaluate
+
+Message = Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ClientContext:
+    """What a client needs besides its algorithm's hyper-parameters."""
+
+    silo: int
+    data: ClientData
+    num_classes: int
+    build_model: Callable[[], nn.Module]  # deterministic: every call returns the same initial weights
+    schedule: TrainSchedule
+    device: torch.device
+    seed: int
+    eval_batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where a training step falls: algorithm round ``round_idx``, sub-step ``sub_step``."""
+
+    step: int
+    round_idx: int
+    sub_step: int
+    steps_per_round: int
+    total_rounds: int
+
+    @property
+    def first_of_round(self) -> bool:
+        return self.sub_step == 0
+
+    @property
+    def last_of_round(self) -> bool:
+        return self.sub_step == self.steps_per_round - 1
+
+    @property
+    def last_of_run(self) -> bool:
+        return self.last_of_round and self.round_idx == self.total_rounds - 1
+
+
+def steps_per_round(algorithm_steps: int, schedule: TrainSchedule) -> int:
+    return schedule.epochs if algorithm_steps == -1 else algorithm_steps
+
+
+def total_steps(spr: int, schedule: TrainSchedule) -> int:
+    """Number of FedML communication rounds of a run: handshake + training steps."""
+    return 1 + schedule.rounds * spr
+
+
+def step_info(step: int, spr: int, schedule: TrainSchedule) -> StepInfo:
+    if not 1 <= step < total_steps(spr, schedule):
+        raise ValueError(f"step {step} is not a training step (1..{total_steps(spr, schedule) - 1})")
+    round_idx, sub = divmod(step - 1, spr)
+    return StepInfo(step, round_idx, sub, spr, schedule.rounds)
+
+
+def round_closed_by(step: int, spr: int) -> Optional[int]:
+    """The algorithm round whose server message is delivered at ``step`` (None if none)."""
+    if step < 2 or (step - 1) % spr != 0:
+        return None
+    return (step - 2) // spr
+
+
+class FederatedClient(abc.ABC):
+    """Per-silo client state and the shared half of the protocol.
+
+    Subclasses set ``STEPS_PER_ROUND`` (``-1`` = one step per local epoch) and implement
+    :meth:`local_step`, :meth:`payload`, :meth:`apply` and :meth:`reported_model`; they list
+    every ``nn.Module`` they own in ``self.models`` so resume can save them.
+    """
+
+    STEPS_PER_ROUND: int = 1
+    #: False when receiving a message never replaces the reported model (PRR's P_k): the
+    #: after-receive evaluation is then skipped and equals the before one.
+    REPORTED_MODEL_REPLACED_ON_RECEIVE: bool = True
+
+    def __init__(self, ctx: ClientContext, params: Any) -> None:
+        self.ctx = ctx
+        self.params = params
+        self.spr = steps_per_round(self.STEPS_PER_ROUND, ctx.schedule)
+        self.generator = torch.Generator().manual_seed(1_000_003 * (ctx.seed + 1) + ctx.silo)
+        self.train_split = ctx.data.train.to(ctx.device)
+        self.valid_split = ctx.data.valid.to(ctx.device)
+        self.test_split = ctx.data.test.to(ctx.device)
+        self.class_counts = ctx.data.train.class_counts(ctx.num_classes)
+        self.global_class_counts: Optional[torch.Tensor] = None
+        self.models: Dict[str, nn.Module] = {}
+        self._before: Dict[int, Dict[str, Dict[str, float]]] = {}
+        self._records: List[Dict[str, Any]] = []
+        self._last_step = -1
+
+    # ----------------------------------------------------------------- protocol
+    def receive(self, message: Message) -> None:
+        """Take the server's message of ``message['step']``."""
+        self._check_message(message)
+        if "global_class_counts" in message:
+            self.global_class_counts = torch.as_tensor(message["global_class_counts"])
+        self.apply(message)
+        closed = round_closed_by(message["step"], self.spr)
+        if closed is not None and closed in self._before:
+            self._record_round(closed)
+
+    def train(self, step: int) -> None:
+        """Run training step ``step`` (nothing at the handshake)."""
+        self._last_step = step
+        if step == 0:
+            return
+        info = step_info(step, self.spr, self.ctx.schedule)
+        self.local_step(info)
+        if info.last_of_round:
+            self._before[info.round_idx] = self._evaluate_reported(("valid", "test"))
+
+    def upload(self) -> Message:
+        """What goes to the server after :meth:`train` (always ``silo``, ``step``, ``num_samples``)."""
+        message: Message = {"silo": self.ctx.silo, "step": self._last_step, "num_samples": len(self.train_split)}
+        if self._last_step == 0:
+            message["class_counts"] = self.class_counts.clone()
+        else:
+            message.update(self.payload(step_info(self._last_step, self.spr, self.ctx.schedule)))
+        return message
+
+    def pop_records(self) -> List[Dict[str, Any]]:
+        """Per-round metric records completed since the last call."""
+        records, self._records = self._records, []
+        return records
+
+    # ----------------------------------------------------------------- algorithm hooks
+    @abc.abstractmethod
+    def local_step(self, info: StepInfo) -> None:
+        """Local training of one step."""
+
+    @abc.abstractmethod
+    def payload(self, info: StepInfo) -> Message:
+        """Algorithm-specific upload after ``info``'s step."""
+
+    @abc.abstractmethod
+    def apply(self, message: Message) -> None:
+        """Apply the algorithm-specific part of a server message."""
+
+    @abc.abstractmethod
+    def reported_model(self) -> nn.Module:
+        """The model whose metrics are reported for this client."""
+
+    def extra_state(self) -> Dict[str, Any]:
+        """Algorithm state beyond ``self.models`` needed to resume (tensors and plain values)."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`extra_state`."""
+
+    # ----------------------------------------------------------------- helpers
+    def make_optimizer(self, model: nn.Module, round_idx: int) -> torch.optim.Optimizer:
+        """SGD of the schedule at ``round_idx`` (re-created each round, as the reference)."""
+        s = self.ctx.schedule
+        return torch.optim.SGD(model.parameters(), lr=s.learning_rate_at(round_idx),
+                               momentum=s.momentum, weight_decay=s.weight_decay)
+
+    def _evaluate_reported(self, splits) -> Dict[str, Dict[str, float]]:
+        model = self.reported_model()
+        by_name = {"valid": self.valid_split, "test": self.test_split}
+        return {name: evaluate(model, by_name[name], self.ctx.num_classes, self.ctx.eval_batch_size) for name in splits}
+
+    def _record_round(self, round_idx: int) -> None:
+        before = self._before.pop(round_idx)
+        after = self._evaluate_reported(("valid", "test")) if self.REPORTED_MODEL_REPLACED_ON_RECEIVE else before
+        f1_before, f1_after = before["test"]["macro_f1"], after["test"]["macro_f1"]
+        retrogress = f1_after - f1_before if not (math.isnan(f1_before) or math.isnan(f1_after)) else float("nan")
+        self._records.append({
+            "round": round_idx, "silo": self.ctx.silo, "client": self.ctx.data.name,
+            "valid": after["valid"], "test": after["test"],
+            "test_before_receive": before["test"], "retrogress": retrogress,
+        })
+
+    def _check_message(self, message: Mapping[str, Any]) -> None:
+        if not isinstance(message, Mapping) or "step" not in message or "silo" not in message:
+            raise ValueError(f"silo {self.ctx.silo}: a server message must be a dict with 'silo' and 'step', got {type(message).__name__}")
+        if message["silo"] != self.ctx.silo:
+            raise ValueError(f"silo {self.ctx.silo} received a message addressed to silo {message['silo']}")
+
+    # ----------------------------------------------------------------- resume
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "models": {name: m.state_dict() for name, m in self.models.items()},
+            "generator": self.generator.get_state(),
+            "global_class_counts": self.global_class_counts,
+            "before": self._before,
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for name, model in self.models.items():
+            model.load_state_dict(state["models"][name])
+        self.generator.set_state(state["generator"])
+        self.global_class_counts = state["global_class_counts"]
+        self._before = dict(state["before"])
+        self.load_extra_state(state["extra"])
+
+
+class FederatedServer(abc.ABC):
+    """Server half of the protocol: handshake, message building, aggregation.
+
+    Subclasses implement :meth:`aggregate_step` and :meth:`payload_for`.
+    """
+
+    STEPS_PER_ROUND: int = 1
+
+    def __init__(self, num_clients: int, schedule: TrainSchedule, params: Any, seed: int) -> None:
+        if num_clients < 1:
+            raise ValueError("a federation needs at least one client")
+        self.num_clients = num_clients
+        self.schedule = schedule
+        self.params = params
+        self.spr = steps_per_round(self.STEPS_PER_ROUND, schedule)
+        self.generator = torch.Generator().manual_seed(7_919 * (seed + 1))
+        self.global_class_counts: Optional[torch.Tensor] = None
+        self.sample_counts: Dict[int, int] = {}
+
+    @property
+    def num_steps(self) -> int:
+        return total_steps(self.spr, self.schedule)
+
+    def messages(self, step: int) -> Dict[int, Message]:
+        """Messages of ``step`` for every silo; ``step == num_steps`` is the final delivery."""
+        out = {}
+        for silo in range(self.num_clients):
+            message: Message = {"silo": silo, "step": step, "final": step == self.num_steps}
+            if step == 1:
+                message["global_class_counts"] = self.global_class_counts.clone()
+            if step >= 1:
+                message.update(self.payload_for(silo, step))
+            out[silo] = message
+        return out
+
+    def aggregate(self, step: int, uploads: Mapping[int, Message]) -> None:
+        """Aggregate the uploads of ``step`` (one per silo)."""
+        missing = set(range(self.num_clients)) - set(uploads)
+        if missing:
+            raise ValueError(f"step {step}: no upload from silo(s) {sorted(missing)}")
+        for silo, upload in uploads.items():
+            if upload.get("step") != step or upload.get("silo") != silo:
+                raise ValueError(f"step {step}: silo {silo} sent an upload for silo {upload.get('silo')} step {upload.get('step')}")
+        self.sample_counts = {silo: int(u["num_samples"]) for silo, u in uploads.items()}
+        if step == 0:
+            self.global_class_counts = torch.stack([torch.as_tensor(uploads[s]["class_counts"]) for s in sorted(uploads)]).sum(0)
+            return
+        self.aggregate_step(step_info(step, self.spr, self.schedule), uploads)
+
+    @abc.abstractmethod
+    def aggregate_step(self, info: StepInfo, uploads: Mapping[int, Message]) -> None:
+        """Algorithm-specific aggregation of a training step."""
+
+    @abc.abstractmethod
+    def payload_for(self, silo: int, step: int) -> Message:
+        """Algorithm-specific part of silo's message at ``step`` (after aggregation of step-1)."""
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"generator": self.generator.get_state(), "global_class_counts": self.global_class_counts,
+                "sample_counts": dict(self.sample_counts), "extra": self.extra_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.global_class_counts = state["global_class_counts"]
+        self.sample_counts = dict(state["sample_counts"])
+        self.load_extra_state(state["extra"])

@@ -1,0 +1,155 @@
+"""Invariants of Progressive Fourier Aggregation (spec section 1)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fedml_prr.core.fourier import (
+    TensorRole,
+    fourier_mix,
+    infer_tensor_roles,
+    pfa_ratio,
+    progressive_fourier_aggregate,
+)
+
+
+def small_net():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 4, 6), nn.Linear(6, 3, bias=False))
+
+
+def client_states(k, seed=0):
+    out = []
+    for i in range(k):
+        torch.manual_seed(seed + i)
+        net = small_net()
+        net[1].running_mean.add_(torch.randn(4))
+        net[1].num_batches_tracked.fill_(10 + i)
+        out.append({n: t.clone() for n, t in net.state_dict().items()})
+    return out
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (3, 6, 10)), (2, (4, 5, 7)), (1, (3, 4, 9)), (1, (2, 8))])
+def test_identical_clients_get_their_matrix_back(dims, shape):
+    one = torch.randn(shape[1:])
+    stacked = one.expand(shape).clone()
+    out = fourier_mix(stacked, 0.8, dims=dims)
+    assert out.shape == stacked.shape and out.dtype == stacked.dtype
+    assert torch.allclose(out, stacked, atol=1e-5)
+
+
+@pytest.mark.parametrize("share_phase", [True, False])
+def test_ratio_zero_shares_nothing(share_phase):
+    stacked = torch.randn(4, 6, 8)
+    assert torch.allclose(fourier_mix(stacked, 0.0, share_phase=share_phase), stacked, atol=1e-5)
+
+
+def test_box_replaces_amplitude_and_phase_inside_only():
+    stacked = torch.randn(3, 8, 8, dtype=torch.float64)
+    out = fourier_mix(stacked, 0.5, dims=2)
+    f_in = torch.fft.fftshift(torch.fft.fft2(stacked), dim=(-2, -1))
+    f_out = torch.fft.fftshift(torch.fft.fft2(out), dim=(-2, -1))
+    # box for h = w = 8, r = 0.5: b = 2, c = 4 -> rows/cols [2, 6).  Inside it, coefficients
+    # whose conjugate partner is also inside come back as the clients' mean amplitude and phase
+    # (the DC term is self-conjugate: its averaged phase is cut by the real part, by design)
+    for row, col in [(3, 3), (3, 4), (4, 3), (5, 3)]:
+        expected = torch.polar(f_in.abs()[:, row, col].mean(), f_in.angle()[:, row, col].mean())
+        assert torch.allclose(f_out[:, row, col], expected.expand(3), atol=1e-8)
+    # outside the box (and away from the box's mirror edge) each client keeps its own spectrum
+    for row, col in [(0, 0), (1, 5), (7, 2)]:
+        assert torch.allclose(f_out[:, row, col], f_in[:, row, col], atol=1e-8)
+
+
+def test_amplitude_only_keeps_each_clients_phase_in_box():
+    stacked = torch.randn(2, 8, 8, dtype=torch.float64)
+    shared = fourier_mix(stacked, 0.5, share_phase=True)
+    amp_only = fourier_mix(stacked, 0.5, share_phase=False)
+    assert not torch.allclose(shared, amp_only)
+    f_in = torch.fft.fftshift(torch.fft.fft2(stacked), dim=(-2, -1))
+    f_out = torch.fft.fftshift(torch.fft.fft2(amp_only), dim=(-2, -1))
+    inside = (slice(None), slice(3, 5), slice(3, 5))
+    assert torch.allclose(torch.cos(f_out.angle()[inside]), torch.cos(f_in.angle()[inside]), atol=1e-6)
+
+
+def test_full_band_is_not_fedavg():
+    stacked = torch.randn(3, 6, 6)
+    out = fourier_mix(stacked, 1.0)
+    assert not torch.allclose(out[0], stacked.mean(0), atol=1e-3)
+
+
+def test_weights_change_the_average_and_validate():
+    stacked = torch.randn(3, 6, 6)
+    uniform = fourier_mix(stacked, 0.9)
+    heavy = fourier_mix(stacked, 0.9, weights=[100.0, 1.0, 1.0])
+    assert not torch.allclose(uniform, heavy)
+    with pytest.raises(ValueError, match="weights"):
+        fourier_mix(stacked, 0.9, weights=[1.0, -1.0, 1.0])
+
+
+def test_pfa_ratio_schedule():
+    assert pfa_ratio(0, 50) == pytest.approx(0.7)
+    assert pfa_ratio(25, 50) == pytest.approx(0.825)
+    assert pfa_ratio(49, 50) == pytest.approx(0.7 + 0.98 * 0.25)
+    with pytest.raises(ValueError):
+        pfa_ratio(0, 0)
+
+
+def test_roles_of_a_network():
+    roles = infer_tensor_roles(client_states(1)[0])
+    assert roles["0.weight"] is TensorRole.CONV
+    assert roles["1.weight"] is roles["1.bias"] is roles["1.running_var"] is TensorRole.LOCAL
+    assert roles["1.num_batches_tracked"] is TensorRole.LOCAL
+    assert roles["4.weight"] is TensorRole.LINEAR and roles["4.bias"] is TensorRole.AVERAGE
+    assert roles["5.weight"] is TensorRole.CLASSIFIER
+    with pytest.raises(KeyError, match="classifier_key"):
+        infer_tensor_roles(client_states(1)[0], classifier_key="nope.weight")
+
+
+def test_aggregate_rules_per_tensor():
+    states = client_states(3)
+    snapshot = [{k: v.clone() for k, v in s.items()} for s in states]
+    out = progressive_fourier_aggregate(states, 0.8)
+    assert len(out) == 3
+    for before, after in zip(states, snapshot):  # inputs not mutated
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    for k, (s, o) in enumerate(zip(states, out)):
+        assert o.keys() == s.keys()
+        for key in ("1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked"):
+            assert torch.equal(o[key], s[key])  # BatchNorm stays local, integer buffers untouched
+        assert all(o[key].dtype == s[key].dtype and o[key].shape == s[key].shape for key in s)
+        assert torch.allclose(o["4.bias"], torch.stack([x["4.bias"] for x in states]).mean(0), atol=1e-6)
+        assert not torch.allclose(o["0.weight"], s["0.weight"])  # conv weights are mixed
+    # personalised: clients get different conv weights back
+    assert not torch.allclose(out[0]["0.weight"], out[1]["0.weight"])
+
+
+def test_aggregate_conv_uses_the_reference_matrix_view():
+    states = client_states(2)
+    out = progressive_fourier_aggregate(states, 0.8)
+    w = torch.stack([s["0.weight"] for s in states])  # [K, N_out, C_in, kh, kw]
+    k, n_out, c_in, kh, kw = w.shape
+    matrix = w.permute(0, 2, 3, 4, 1).reshape(k, c_in * kh, kw * n_out)
+    expected = fourier_mix(matrix, 0.8).reshape(k, c_in, kh, kw, n_out).permute(0, 4, 1, 2, 3)
+    assert torch.allclose(out[0]["0.weight"], expected[0], atol=1e-6)
+    classifier = torch.stack([s["5.weight"] for s in states])
+    assert torch.allclose(out[1]["5.weight"], fourier_mix(classifier, 0.8, dims=1)[1], atol=1e-6)
+
+
+def test_aggregate_identical_clients_is_identity_and_ratio_zero_keeps_all():
+    state = client_states(1)[0]
+    out = progressive_fourier_aggregate([state, state, state], 0.9)
+    assert all(torch.allclose(o[k], state[k], atol=1e-5) for o in out for k in state)
+    states = client_states(3)
+    zero = progressive_fourier_aggregate(states, 0.0)
+    for s, o in zip(states, zero):
+        assert all(torch.allclose(o[k], s[k], atol=1e-5) for k in s if k != "4.bias")
+
+
+def test_mismatched_states_are_rejected():
+    a, b = client_states(2)
+    b = dict(b)
+    b.pop("4.bias")
+    with pytest.raises(ValueError, match="different keys"):
+        progressive_fourier_aggregate([a, b], 0.8)
