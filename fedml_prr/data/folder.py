@@ -1,0 +1,120 @@
+"""``image_folder``: a federation read from a plain folder tree.
+
+Layout::
+
+    <root>/<client>/{train,valid,test}/<class_name>/<image files>
+
+Clients are the sorted sub-folders of ``root`` (hidden ones skipped). Class names are the sorted
+union of the class folders found in the clients' ``train`` splits; a client may lack some classes
+(imbalanced data), but a class folder in ``valid``/``test`` that no train split has is an error.
+Images are read with PIL, converted to RGB, resized (bilinear) to ``image_size`` square and
+stored as ``uint8``. Files with other extensions are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from fedml_prr.data.federation import DATASETS, SPLITS, ClientData, Federation, ImageSplit
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _subdirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(folder: Path, extensions: Sequence[str]) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+
+
+def _read_image(path: Path, image_size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ValueError(f"cannot read image {path}: {error}; replace or delete the file") from error
+
+
+def _load_split(folder: Path, class_names: Sequence[str], image_size: int, extensions: Sequence[str]) -> ImageSplit:
+    images, labels = [], []
+    for class_dir in _subdirs(folder):
+        for path in _image_files(class_dir, extensions):
+            images.append(_read_image(path, image_size))
+            labels.append(class_names.index(class_dir.name))
+    if not images:
+        return ImageSplit(torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
+    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return ImageSplit(stacked, torch.tensor(labels, dtype=torch.int64))
+
+
+def load_image_folder_federation(
+    root: Union[str, Path],
+    *,
+    image_size: int,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+) -> Federation:
+    """Read ``<root>/<client>/<split>/<class_name>/<image>`` into a :class:`Federation`.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` or a client's ``train``/``valid``/``test`` folder is missing.
+    ValueError
+        No client folders, no images at all, a client with no training images, a valid/test class
+        folder unknown to every train split ("mismatched classes"), or an unreadable image.
+    """
+    root = Path(root)
+    extensions = tuple(e.lower() for e in extensions)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist; expected <root>/<client>/<split>/<class>/")
+    client_dirs = _subdirs(root)
+    if not client_dirs:
+        raise ValueError(f"no client folders in {root}; expected <root>/<client>/<split>/<class>/<images>")
+    for client_dir in client_dirs:
+        for split in SPLITS:
+            if not (client_dir / split).is_dir():
+                raise FileNotFoundError(f"missing split folder {client_dir / split}; create it (it may be empty)")
+
+    class_names = sorted({d.name for c in client_dirs for d in _subdirs(c / "train")})
+    n_images = 0
+    for client_dir in client_dirs:
+        for split in SPLITS:
+            for class_dir in _subdirs(client_dir / split):
+                if class_dir.name not in class_names:
+                    raise ValueError(
+                        f"mismatched classes: {class_dir} is class {class_dir.name!r}, which no client's train "
+                        f"split has (train classes: {class_names}); rename or remove the folder"
+                    )
+                n_images += len(_image_files(class_dir, extensions))
+    if n_images == 0:
+        raise ValueError(f"no images with extensions {extensions} found under {root}")
+    for client_dir in client_dirs:
+        if not any(_image_files(d, extensions) for d in _subdirs(client_dir / "train")):
+            raise ValueError(f"empty client: {client_dir / 'train'} has no images; add training images or remove "
+                             f"the client folder")
+
+    clients = []
+    for client_dir in client_dirs:
+        parts = {s: _load_split(client_dir / s, class_names, image_size, extensions) for s in SPLITS}
+        clients.append(ClientData(client_dir.name, **parts))
+    logger.info("loaded %d images of %d clients, classes %s from %s", n_images, len(clients), class_names, root)
+    return Federation(root.name or "image_folder", tuple(class_names), tuple(clients))
+
+
+@DATASETS.register("image_folder")
+def build(*, seed: int, image_size: int, root: Optional[Union[str, Path]] = None,
+          extensions: Sequence[str] = DEFAULT_EXTENSIONS) -> Federation:
+    """Registry factory for :func:`load_image_folder_federation`; ``seed`` is unused (splits are on disk)."""
+    if root is None:
+        raise ValueError("dataset 'image_folder' needs the option root=<folder with one sub-folder per client>")
+    return load_image_folder_federation(root, image_size=image_size, extensions=extensions)

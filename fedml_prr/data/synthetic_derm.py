@@ -82,11 +82,11 @@ _PROPERTIES: dict[str, tuple[tuple[float, float, float], float]] = {
     "darkness": ((0.65, 0.40, 0.60), 0.20),
     "mottling": ((0.06, 0.12, 0.09), 0.04),
     "dark_fraction": ((0.06, 0.10, 0.22), 0.12),
-    "blue_fraction": ((0.03, 0.04, 0.14), 0.10),
+    "blue_fraction": ((-0.04, -0.02, 0.12), 0.10),  # clamped: most nv/bkl have none
 }
 _SKIN = (0.86, 0.66, 0.56)
 _TAN, _BROWN = (0.72, 0.52, 0.36), (0.42, 0.25, 0.15)
-_DARK, _BLUE_GREY = (0.16, 0.09, 0.07), (0.38, 0.42, 0.50)
+_DARK, _BLUE_GREY = (0.16, 0.09, 0.07), (0.42, 0.46, 0.54)
 _CHUNK = 512
 _ANGLES = 256
 
@@ -157,9 +157,9 @@ def _render_lesions(labels: torch.Tensor, size: int, gen: torch.Generator) -> to
     lesion = _colour(_TAN) + darkness * (_colour(_BROWN) - _colour(_TAN))
     lesion = lesion * (1 + _draw(gen, labels, "mottling", 0.0, 0.4) * _smooth_noise(gen, n, 12, size))
     for name, colour in (("dark_fraction", _DARK), ("blue_fraction", _BLUE_GREY)):
-        fraction = _draw(gen, labels, name, 1e-3, 0.7)
+        fraction = _draw(gen, labels, name, 0.0, 0.7)  # 0 -> threshold +inf -> no region
         threshold = torch.special.ndtri(1 - fraction)
-        region = torch.sigmoid((_smooth_noise(gen, n, 6, size) - threshold) / 0.2) * mask
+        region = 0.85 * torch.sigmoid((_smooth_noise(gen, n, 6, size) - threshold) / 0.2) * mask
         lesion = lesion + region * (_colour(colour) - lesion)
     return (skin + mask * (lesion - skin)).clamp(0, 1)
 

@@ -10,7 +10,7 @@ Layout::
     <results_dir>/resume.pt               full state at the last completed round (for --resume)
 
 Model selection (spec section 4): the round with the best mean validation macro-F1 among rounds
-``>= selection_fraction * T``; ties keep the earlier round.
+``>= selection_fraction * T`` (the last round always qualifies); ties keep the earlier round.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ class ResultsStore:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        self.selection = Selection(first_eligible=math.ceil(self.selection_fraction * self.total_rounds - 1e-9))
+        first = math.ceil(self.selection_fraction * self.total_rounds - 1e-9)
+        self.selection = Selection(first_eligible=min(first, self.total_rounds - 1))  # the last round always qualifies
 
     @property
     def metrics_path(self) -> Path:

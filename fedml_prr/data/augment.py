@@ -1,0 +1,108 @@
+"""Batched, seeded training augmentation on ``uint8`` image tensors (PRR_METHOD.md section 4).
+
+The reference pipeline (albumentations, one image at a time) is reproduced batch-wise:
+
+1. vertical flip (p 0.5), horizontal flip (p 0.5);
+2. additive brightness shift, uniform in +-0.2 of the full range (p 0.75);
+3. one of {median blur 3x3, Gaussian blur 3x3 (sigma 0.8), Gaussian noise with variance uniform in
+   [10, 50] on the 0-255 scale}, chosen uniformly (p 0.7);
+4. shift (+-0.1 of the size), scale (1 +- 0.1), rotation (+-15 degrees) with reflection padding
+   (p 0.85), via ``affine_grid`` + ``grid_sample``.
+
+Every random number comes from a caller-owned CPU ``torch.Generator`` and is then moved to the
+images' device, so one generator state gives the same random draws on any device (image ops on
+GPU may still differ from CPU in the last float bits). The same state always gives the same output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+_P_FLIP, _P_BRIGHTNESS, _P_BLUR_OR_NOISE, _P_AFFINE = 0.5, 0.75, 0.7, 0.85
+_BRIGHTNESS, _SHIFT, _SCALE, _ROTATE_DEG = 0.2, 0.1, 0.1, 15.0
+_NOISE_VAR = (10.0, 50.0)  # on the 0-255 scale
+_GAUSS_SIGMA = 0.8  # OpenCV's default sigma for a 3x3 kernel
+
+
+def _check(images: torch.Tensor) -> None:
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected uint8 images [B, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """``uint8 [B, 3, H, W]`` -> ``float32 [B, 3, H, W]`` in ``[-1, 1]`` (``x / 127.5 - 1``)."""
+    _check(images)
+    return images.float() / 127.5 - 1.0
+
+
+def _median_blur3(x: torch.Tensor) -> torch.Tensor:
+    patches = F.pad(x, (1, 1, 1, 1), mode="reflect").unfold(2, 3, 1).unfold(3, 3, 1)
+    return patches.reshape(*x.shape, 9).median(dim=-1).values
+
+
+def _gaussian_blur3(x: torch.Tensor) -> torch.Tensor:
+    k = torch.exp(-torch.tensor([1.0, 0.0, 1.0], device=x.device) / (2 * _GAUSS_SIGMA**2))
+    k = torch.outer(k, k) / k.sum() ** 2
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k.expand(3, 1, 3, 3), groups=3)
+
+
+def _affine_theta(u: torch.Tensor) -> torch.Tensor:
+    """``[M, 2, 3]`` output->input maps for ``affine_grid`` from uniforms ``u [M, 4]`` in ``[0, 1)``."""
+    shift = (2 * u[:, :2] - 1) * _SHIFT * 2  # fraction of the size -> normalised [-1, 1] units
+    scale = 1 + (2 * u[:, 2] - 1) * _SCALE
+    angle = (2 * u[:, 3] - 1) * math.radians(_ROTATE_DEG)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    inverse = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)  # R(-a) / s
+    return torch.cat([inverse, -(inverse @ shift.unsqueeze(2))], dim=2)
+
+
+def augment_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Augment a batch; the input is not modified.
+
+    Parameters
+    ----------
+    images:
+        ``uint8 [B, 3, H, W]`` on any device.
+    generator:
+        A CPU generator; it is advanced, so successive calls give fresh augmentations.
+
+    Returns
+    -------
+    ``float32 [B, 3, H, W]`` in ``[-1, 1]`` on ``images.device``.
+    """
+    _check(images)
+    if generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU torch.Generator, got one on {generator.device}")
+    device, b = images.device, images.shape[0]
+    u = torch.rand(b, 8, generator=generator)  # flips, brightness x2, blur/noise x3, affine
+    x = images.float() / 255.0
+
+    flip = u[:, :2] < _P_FLIP
+    x = torch.where(flip[:, 0].to(device).view(-1, 1, 1, 1), x.flip(2), x)
+    x = torch.where(flip[:, 1].to(device).view(-1, 1, 1, 1), x.flip(3), x)
+
+    delta = torch.where(u[:, 2] < _P_BRIGHTNESS, (2 * u[:, 3] - 1) * _BRIGHTNESS, 0.0)
+    x = (x + delta.to(device).view(-1, 1, 1, 1)).clamp(0, 1)
+
+    choice = torch.where(u[:, 4] < _P_BLUR_OR_NOISE, (u[:, 5] * 3).long().clamp(max=2), -1)
+    median, gauss, noise = (torch.nonzero(choice == c).flatten().to(device) for c in range(3))
+    x = x.clone()
+    if len(median):
+        x[median] = _median_blur3(x[median])
+    if len(gauss):
+        x[gauss] = _gaussian_blur3(x[gauss])
+    if len(noise):
+        var = _NOISE_VAR[0] + (_NOISE_VAR[1] - _NOISE_VAR[0]) * u[choice == 2, 6]
+        eps = torch.randn((len(noise), *x.shape[1:]), generator=generator) * (var.sqrt() / 255).view(-1, 1, 1, 1)
+        x[noise] = (x[noise] + eps.to(device)).clamp(0, 1)
+
+    affine = torch.nonzero(u[:, 7] < _P_AFFINE).flatten()
+    if len(affine):
+        theta = _affine_theta(torch.rand(len(affine), 4, generator=generator)).to(device)
+        grid = F.affine_grid(theta, [len(affine), *x.shape[1:]], align_corners=False)
+        x[affine.to(device)] = F.grid_sample(x[affine.to(device)], grid, mode="bilinear",
+                                             padding_mode="reflection", align_corners=False)
+    return x.clamp(0, 1) * 2.0 - 1.0

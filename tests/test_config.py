@@ -1,0 +1,82 @@
+"""Config validation at the edge: typed, unknown prr_ keys refused with the valid ones named."""
+
+from pathlib import Path
+
+import pytest
+
+from fedml_prr.api import make_config, read_yaml
+from fedml_prr.cli import parse_assignments
+from fedml_prr.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_config_loads():
+    cfg = make_config(ROOT / "configs" / "prr_derm_synthetic.yaml")
+    assert cfg.algorithm == "PRR" and cfg.dataset == "derm_synthetic"
+    assert cfg.schedule.rounds == 12 and cfg.schedule.epochs == 2
+    assert cfg.options.image_size == 32 and cfg.options.model_options == {"width": 0.5}
+    assert cfg.algorithm_params.cpa_init_rounds == 4
+    assert cfg.algorithm_params.pfa_ratio_start == 0.7  # defaults of the spec
+
+
+def test_unknown_prr_key_names_the_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown prr_args key\(s\) \['prr_pfa_ratio_strat'\].*prr_pfa_ratio_start"):
+        make_config({"prr_args": {"prr_pfa_ratio_strat": 0.5}})
+
+
+def test_ill_typed_keys_are_errors():
+    with pytest.raises(ConfigError, match="prr_det_a1 must be a number"):
+        make_config({"prr_args": {"prr_det_a1": "high"}})
+    with pytest.raises(ConfigError, match="comm_round must be an integer"):
+        make_config({"train_args": {"comm_round": 2.5}})
+    with pytest.raises(ConfigError, match="prr_pfa_share_phase must be true or false"):
+        make_config({"prr_args": {"prr_pfa_share_phase": "yes"}})
+
+
+def test_range_checks():
+    with pytest.raises(ConfigError, match="prr_det_a1 <= prr_det_a2"):
+        make_config({"prr_args": {"prr_det_a1": 0.95, "prr_det_a2": 0.9}})
+    with pytest.raises(ConfigError, match="prr_det_stage_estimate"):
+        make_config({"prr_args": {"prr_det_stage_estimate": "guess"}})
+    with pytest.raises(ConfigError, match="client_num_per_round"):
+        make_config({"train_args": {"client_num_in_total": 4, "client_num_per_round": 2}})
+
+
+def test_prr_key_outside_prr_args_is_refused():
+    with pytest.raises(ConfigError, match="belongs in the prr_args section"):
+        make_config({"train_args": {"prr_det_a1": 0.5}})
+
+
+def test_unknown_algorithm_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="known algorithms: .*FedAvg.*PRR"):
+        make_config({"train_args": {"federated_optimizer": "FedMagic"}})
+
+
+def test_overrides_and_algorithm_flag():
+    sets = parse_assignments(["comm_round=3", "prr_det_a1=0.5", "prr_model_options={width: 0.25}"])
+    cfg = make_config(ROOT / "configs" / "prr_derm_synthetic.yaml", algorithm="fedavg", overrides=sets)
+    assert cfg.algorithm == "FedAvg" and cfg.schedule.rounds == 3
+    assert cfg.algorithm_params.__class__.__name__ == "FedAvgParams"
+    assert cfg.options.model_options == {"width": 0.25}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_assignments(["comm_round"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_yaml(tmp_path / "nope.yaml")
+
+
+def test_every_key_is_documented():
+    import dataclasses
+
+    from fedml_prr.algorithms import ALGORITHMS
+    from fedml_prr.config import RunOptions, field_keys
+
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    keys = set(field_keys(RunOptions)) | {"prr_data_root", "prr_lr_decay_every", "prr_lr_decay_factor"}
+    for name in ALGORITHMS.names():
+        keys |= set(field_keys(ALGORITHMS.get(name).params))
+    missing = sorted(k for k in keys if f"`{k}`" not in doc)
+    assert missing == []

@@ -1,0 +1,48 @@
+"""The layering rule: only the FedML adapter layer (and what drives it) imports fedml."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fedml_prr"
+PURE = ("core", "models", "data", "training", "algorithms")
+ALLOWED = {"fedml_adapter"}
+
+
+def imported_modules(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+
+
+def test_only_the_adapter_layer_imports_fedml():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in ALLOWED:
+            continue
+        if any(m == "fedml" or m.startswith("fedml.") for m in imported_modules(path)):
+            offenders.append(str(rel))
+    assert offenders == []
+
+
+def test_pure_layers_do_not_import_upper_layers():
+    upper = ("fedml_adapter", "runtime", "cli", "api")
+    offenders = []
+    for layer in PURE:
+        for path in (PACKAGE / layer).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    parts = node.module.split(".")
+                    if any(p in upper for p in parts):
+                        offenders.append(f"{path.relative_to(PACKAGE)} imports {node.module}")
+    assert offenders == []
+
+
+def test_core_imports_only_torch_and_itself():
+    for path in (PACKAGE / "core").rglob("*.py"):
+        for module in imported_modules(path):
+            assert module.split(".")[0] in {"torch", "math", "enum", "typing", "dataclasses", "__future__"}, (path, module)

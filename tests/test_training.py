@@ -1,0 +1,153 @@
+"""PRR training and the single-process runtime on a tiny federation: behaviour, not just 'it ran'."""
+
+import json
+
+import pytest
+import torch
+
+from fedml_prr.api import make_config, run
+from fedml_prr.data.federation import ClientData, Federation, ImageSplit
+from fedml_prr.runtime.sp import build_participants
+
+TINY = {
+    "train_args": {"comm_round": 2, "epochs": 2, "batch_size": 8, "learning_rate": 0.05},
+    "prr_args": {"prr_image_size": 32, "prr_model_options": {"width": 0.25}, "prr_cpa_init_rounds": 1,
+                 "prr_eval_batch_size": 64},
+}
+
+
+def split(n, gen, classes=(0, 1, 2)):
+    labels = torch.tensor([classes[i % len(classes)] for i in range(n)], dtype=torch.int64)
+    images = torch.randint(0, 196, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    images[torch.arange(n), labels] += 60  # class signal: the label's colour channel is brighter
+    return ImageSplit(images, labels)
+
+
+def tiny_federation(missing_class_client=None):
+    gen = torch.Generator().manual_seed(0)
+    clients = []
+    for i, name in enumerate(["A", "B", "C"]):
+        classes = (0, 1) if i == missing_class_client else (0, 1, 2)
+        clients.append(ClientData(name, split(24 + 4 * i, gen, classes), split(9, gen), split(9, gen)))
+    return Federation("tiny", ("nv", "bkl", "mel"), tuple(clients))
+
+
+def config(tmp_path, algorithm="PRR", **prr):
+    doc = {k: dict(v) for k, v in TINY.items()}
+    doc["prr_args"].update(prr)
+    doc["prr_args"]["prr_results_dir"] = str(tmp_path / "run")
+    return make_config(doc, algorithm=algorithm)
+
+
+def drive_one_step(trainer, aggregator, silos):
+    messages = aggregator.get_model_params()
+    for s in silos:
+        trainer.set_model_params(messages[s])
+    uploads = []
+    for s in silos:
+        trainer.set_id(s)
+        trainer.train(None, None, None)
+        u = trainer.get_model_params()
+        uploads.append((u["num_samples"], u))
+    aggregator.aggregate(uploads)
+    return uploads
+
+
+def test_prr_step_trains_both_models_and_keeps_per_silo_state(tmp_path):
+    fed = tiny_federation()
+    trainer, aggregator = build_participants(config(tmp_path), fed)
+    silos = [0, 1, 2]
+    drive_one_step(trainer, aggregator, silos)  # handshake
+    assert aggregator.server.global_class_counts.tolist() == [
+        sum(int((c.train.labels == k).sum()) for c in fed.clients) for k in range(3)]
+    before = {s: {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in trainer.clients[s].models.items()}
+              for s in silos}
+    uploads = drive_one_step(trainer, aggregator, silos)  # round 0, epoch 0
+    for s in silos:
+        client = trainer.clients[s]
+        for name, model in client.models.items():
+            changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[s][name][k])]
+            assert any(k.endswith("conv.weight") or "weight" in k for k in changed), (s, name)
+        assert int(client.stage) == 1  # first epoch of a round is RECOVER
+        assert client.local_proto_counts.sum().item() > 0
+    # personalized models differ across silos (different data), deputies not uploaded mid-round
+    assert not torch.equal(trainer.clients[0].personal.state_dict()["fc2.weight"],
+                           trainer.clients[1].personal.state_dict()["fc2.weight"])
+    assert all("deputy" not in u for _, u in uploads)
+    uploads = drive_one_step(trainer, aggregator, silos)  # round 0, epoch 1: last of round
+    assert all("deputy" in u for _, u in uploads)
+    assert set(aggregator.server.deputies) == set(silos)
+    personal_before = trainer.clients[0].personal.state_dict()["fc2.weight"].clone()
+    messages = aggregator.get_model_params()
+    trainer.set_model_params(messages[0])
+    # the server's deputy replaces D_0 but never touches P_0
+    assert torch.equal(trainer.clients[0].personal.state_dict()["fc2.weight"], personal_before)
+    assert torch.allclose(trainer.clients[0].deputy.state_dict()["fc2.weight"], messages[0]["deputy"]["fc2.weight"])
+
+
+def test_client_missing_a_class_trains_with_finite_losses(tmp_path):
+    fed = tiny_federation(missing_class_client=1)
+    trainer, aggregator = build_participants(config(tmp_path, prr_cpa_global_prototype="mean"), fed)
+    for _ in range(1 + 4):  # handshake + 2 rounds x 2 epochs: phase 2 of CPA is reached
+        drive_one_step(trainer, aggregator, [0, 1, 2])
+    client = trainer.clients[1]
+    assert client.local_proto_counts[2].item() == 0
+    assert torch.isfinite(torch.tensor([client.last_epoch["loss_personal"], client.last_epoch["loss_deputy"]])).all()
+    assert torch.isfinite(aggregator.server.global_protos).all()
+
+
+@pytest.mark.parametrize("algorithm", ["PRR", "FedAvg"])
+def test_two_round_run_writes_results(tmp_path, algorithm):
+    cfg = config(tmp_path, algorithm)
+    result = run(cfg, federation=tiny_federation())
+    root = tmp_path / "run"
+    records = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+    assert sorted({(r["round"], r["client"]) for r in records}) == [(t, c) for t in range(2) for c in "ABC"]
+    for r in records:
+        assert 0.0 <= r["test"]["accuracy"] <= 1.0 and r["test"]["n"] == 9
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["algorithm"] == algorithm and set(summary["selected"]["clients"]) == {"A", "B", "C"}
+    assert json.loads((root / "config.resolved.json").read_text())["algorithm"] == algorithm
+    for kind in ("best", "last"):
+        assert sorted(p.name for p in (root / "checkpoints" / kind).iterdir()) == ["A.pt", "B.pt", "C.pt"]
+    if algorithm == "PRR":  # P_k is never replaced by the server: no retrogress by construction
+        assert all(r["retrogress"] == 0.0 for r in records)
+    assert result.summary["selected_round"] == summary["selected_round"]
+
+
+def test_resume_ends_with_the_same_metrics(tmp_path):
+    fed = tiny_federation()
+    full = run(config(tmp_path / "full"), federation=fed)
+    cfg = config(tmp_path / "cut")
+    # interrupt the run right after round 0's checkpoint, then resume it
+    from fedml_prr.runtime import sp
+
+    class Interrupt(Exception):
+        pass
+
+    original = sp.ResultsStore.save_resume
+    calls = {"n": 0}
+
+    def save_then_stop(self, state):
+        original(self, state)
+        calls["n"] += 1
+        raise Interrupt()
+
+    sp.ResultsStore.save_resume = save_then_stop
+    try:
+        with pytest.raises(Interrupt):
+            run(cfg, federation=fed)
+    finally:
+        sp.ResultsStore.save_resume = original
+    assert calls["n"] == 1
+    resumed = run(cfg, federation=fed, resume=True)
+    a, b = full.summary, resumed.summary
+    assert a["selected_round"] == b["selected_round"]
+    for client in "ABC":
+        for metric in ("accuracy", "macro_f1", "auc"):
+            assert a["final"]["clients"][client]["test"][metric] == pytest.approx(
+                b["final"]["clients"][client]["test"][metric], abs=1e-9)
+    lines_full = (tmp_path / "full" / "run" / "metrics.jsonl").read_text().splitlines()
+    lines_resumed = (tmp_path / "cut" / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines_full) == len(lines_resumed) == 6
+    assert [json.loads(x)["test"] for x in lines_full] == [json.loads(x)["test"] for x in lines_resumed]
