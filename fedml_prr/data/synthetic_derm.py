@@ -12,8 +12,8 @@ It reproduces the two phenomena PRR targets, so the whole pipeline runs on a fre
 
 Image model (rendered at twice ``image_size`` and downsampled with antialiasing). Each lesion
 property is drawn from a class-conditional normal distribution; the distributions overlap, so
-the task is learnable but not trivial (a 3-layer CNN trained briefly on pooled data lands well
-above the majority-class rate but far from perfect, with macro-F1 below accuracy):
+the task is learnable but not trivial: a 3-layer CNN trained for 10 epochs on the pooled train
+splits (defaults) reaches about 0.82 test accuracy (majority class: 0.74) and macro-F1 about 0.65:
 
 * skin background: per-image skin tone with low- and mid-frequency texture;
 * lesion shape: an ellipse whose radius is modulated by low angular harmonics (asymmetry) and
@@ -53,7 +53,7 @@ PRR_CLASS_COUNTS: dict[str, dict[str, tuple[int, int, int]]] = {
 
 
 @dataclass(frozen=True)
-class Device:
+class ImagingDevice:
     """A client's imaging device; all values act on images in ``[0, 1]``."""
 
     gain: tuple[float, float, float]  # per-channel white-balance multiplier (R, G, B)
@@ -65,11 +65,11 @@ class Device:
     noise_std: float  # additive Gaussian sensor noise
 
 
-DEVICES: dict[str, Device] = {
-    "A": Device((1.00, 0.97, 0.95), 0.05, 30.0, 0.15, 1.00, 0.0, 0.015),
-    "B": Device((1.08, 0.98, 0.80), 0.10, 120.0, 0.55, 0.90, 0.5, 0.010),
-    "C": Device((0.88, 0.97, 1.10), 0.20, 250.0, 0.10, 0.80, 1.0, 0.020),
-    "D": Device((1.02, 0.92, 0.98), 0.15, 340.0, 0.30, 1.20, 0.3, 0.045),
+DEVICES: dict[str, ImagingDevice] = {
+    "A": ImagingDevice((1.00, 0.97, 0.95), 0.05, 30.0, 0.15, 1.00, 0.0, 0.015),
+    "B": ImagingDevice((1.08, 0.98, 0.80), 0.10, 120.0, 0.55, 0.90, 0.5, 0.010),
+    "C": ImagingDevice((0.88, 0.97, 1.10), 0.20, 250.0, 0.10, 0.80, 1.0, 0.020),
+    "D": ImagingDevice((1.02, 0.92, 0.98), 0.15, 340.0, 0.30, 1.20, 0.3, 0.045),
 }
 
 # Class-conditional (mean per class nv/bkl/mel, shared std) of each lesion property.
@@ -87,8 +87,8 @@ _PROPERTIES: dict[str, tuple[tuple[float, float, float], float]] = {
 _SKIN = (0.86, 0.66, 0.56)
 _TAN, _BROWN = (0.72, 0.52, 0.36), (0.42, 0.25, 0.15)
 _DARK, _BLUE_GREY = (0.16, 0.09, 0.07), (0.42, 0.46, 0.54)
-_CHUNK = 512
-_ANGLES = 256
+_CHUNK = 512  # images rendered at once (bounds memory at large scale)
+_ANGLES = 256  # angular resolution of the lesion border
 
 
 def scaled_counts(scale: float) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -164,7 +164,7 @@ def _render_lesions(labels: torch.Tensor, size: int, gen: torch.Generator) -> to
     return (skin + mask * (lesion - skin)).clamp(0, 1)
 
 
-def _apply_device(images: torch.Tensor, device: Device, gen: torch.Generator) -> torch.Tensor:
+def _apply_device(images: torch.Tensor, device: ImagingDevice, gen: torch.Generator) -> torch.Tensor:
     """Apply ``device``'s colour, illumination, contrast, blur and noise to ``[B, 3, S, S]``."""
     size = images.shape[-1]
     axis = torch.linspace(-1, 1, size)
@@ -184,7 +184,7 @@ def _apply_device(images: torch.Tensor, device: Device, gen: torch.Generator) ->
     return out.clamp(0, 1)
 
 
-def _generate_split(counts: tuple[int, ...], device: Device, image_size: int, seed_words: list[int]) -> ImageSplit:
+def _generate_split(counts: tuple[int, ...], device: ImagingDevice, image_size: int, seed_words: list[int]) -> ImageSplit:
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence(seed_words).generate_state(1)[0]))
     labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
     labels = labels[torch.randperm(len(labels), generator=gen)]
