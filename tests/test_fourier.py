@@ -153,3 +153,30 @@ def test_mismatched_states_are_rejected():
     b.pop("4.bias")
     with pytest.raises(ValueError, match="different keys"):
         progressive_fourier_aggregate([a, b], 0.8)
+
+
+@pytest.mark.parametrize("h,w,ratio", [(7, 9, 0.5), (6, 5, 0.7), (8, 8, 0.95), (5, 6, 1.0)])
+def test_shared_band_is_the_spec_box_on_odd_and_even_sizes(h, w, ratio):
+    # client 0 is all zeros; client 1 is one real cosine whose two conjugate coefficients sit at
+    # shifted positions (i, j) and its mirror.  Client 0 receives energy iff the box holds them.
+    def box(n):  # spec section 1, step 3, on the fftshift-ed axis
+        b, c = math.floor(n * ratio / 2), n // 2
+        return set(range(max(c - b, 0), min(c + b, n)))
+
+    rows, cols = box(h), box(w)
+    for i in range(h):
+        for j in range(w):
+            fr, fc = i - h // 2, j - w // 2  # frequency of shifted position (i, j)
+            mi, mj = (-fr) % h, (-fc) % w
+            mirror = ((mi + h // 2) % h, (mj + w // 2) % w)
+            yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            wave = torch.cos(2 * math.pi * (fr * yy / h + fc * xx / w)).double() + 0.3
+            stacked = torch.stack([torch.zeros(h, w, dtype=torch.float64), wave])
+            out0 = fourier_mix(stacked, ratio)[0]
+            spectrum0 = torch.fft.fftshift(torch.fft.fft2(out0))
+            inside = i in rows and j in cols
+            mirror_inside = mirror[0] in rows and mirror[1] in cols
+            if inside or mirror_inside:
+                assert spectrum0[i, j].abs() > 1e-6 or spectrum0[mirror].abs() > 1e-6
+            else:
+                assert spectrum0[i, j].abs() < 1e-9 and spectrum0[mirror].abs() < 1e-9

@@ -55,11 +55,17 @@ def _weighted_mean(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.tensordot(w, x, dims=([0], [0]))
 
 
-def _band_slices(length: int, ratio: float) -> slice:
-    """Centred low-frequency index range ``[c - b, c + b)`` of an fftshift-ed axis."""
+def _band_indices(length: int, ratio: float) -> torch.Tensor:
+    """Indices of the centred low-frequency band of an axis, in *unshifted* FFT order.
+
+    The spec's box is ``[c - b, c + b)`` on the ``fftshift``-ed axis (``b = floor(n r / 2)``,
+    ``c = floor(n / 2)``, clipped to the axis); shifted index ``i`` is unshifted frequency
+    ``(i - c) mod n``, so the band is frequencies ``-b .. b-1`` (wrapped).  Working unshifted saves
+    the two full-array shifts.
+    """
     half = math.floor(length * ratio / 2)
     centre = length // 2
-    return slice(max(centre - half, 0), min(centre + half, length))
+    return torch.arange(max(-half, -centre), min(half, length - centre)) % length
 
 
 def fourier_mix(
@@ -94,7 +100,8 @@ def fourier_mix(
     Returns
     -------
     torch.Tensor
-        Same shape and dtype as ``stacked``: client k's mixed matrix at index k.
+        Same shape and dtype as ``stacked``: client k's mixed matrix at index k.  Outside the band
+        each client's own coefficients are kept exactly (no amplitude/phase round trip).
     """
     if dims not in (1, 2):
         raise ValueError(f"dims must be 1 or 2, got {dims}")
@@ -103,18 +110,23 @@ def fourier_mix(
     if ratio < 0:
         raise ValueError(f"ratio must be non-negative, got {ratio}")
     axes = tuple(range(-dims, 0))
+    bands = [_band_indices(stacked.shape[a], ratio).to(stacked.device) for a in axes]
+    if any(len(b) == 0 for b in bands):
+        return stacked.clone()
     work = stacked if stacked.dtype in (torch.float32, torch.float64) else stacked.float()
-    spectrum = torch.fft.fftshift(torch.fft.fftn(work, dim=axes), dim=axes)
-    amplitude, phase = spectrum.abs(), spectrum.angle()
-
-    band = (Ellipsis,) + tuple(_band_slices(stacked.shape[a], ratio) for a in axes)
+    spectrum = torch.fft.fftn(work, dim=axes)
+    index = (Ellipsis, bands[0][:, None], bands[1]) if dims == 2 else (Ellipsis, bands[0])
+    block = spectrum[index]  # [K, ..., band...]
+    amplitude = block.abs()
     w = _normalised_weights(weights, stacked.shape[0], amplitude)
-    amplitude[band] = _weighted_mean(amplitude[band], w).expand_as(amplitude[band])
-    if share_phase:
-        phase[band] = _weighted_mean(phase[band], w).expand_as(phase[band])
-
-    mixed = torch.polar(amplitude, phase)
-    out = torch.fft.ifftn(torch.fft.ifftshift(mixed, dim=axes), dim=axes).real
+    mean_amplitude = _weighted_mean(amplitude, w)
+    if share_phase:  # the same coefficients for every client: one polar, broadcast on assignment
+        spectrum[index] = torch.polar(mean_amplitude, _weighted_mean(block.angle(), w))
+    else:  # keep each client's phase: rescale its unit phasor (angle 0 where the amplitude is 0)
+        phasor = torch.where(amplitude > 0, block / amplitude.clamp_min(torch.finfo(amplitude.dtype).tiny),
+                             torch.ones_like(block))
+        spectrum[index] = mean_amplitude * phasor
+    out = torch.fft.ifftn(spectrum, dim=axes).real
     return out.to(stacked.dtype)
 
 
