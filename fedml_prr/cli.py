@@ -6,6 +6,7 @@ import argparse
 import logging
 import math
 import sys
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
@@ -71,6 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
+    # fedml pins old packages; requests warns about their versions at import time (harmless)
+    warnings.filterwarnings("ignore", message=r"urllib3 .* doesn't match a supported version")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "algorithms":
@@ -87,7 +90,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         result = run(config, resume=args.resume, progress=not args.no_progress)
     except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"fedml-prr: error: {exc}", file=sys.stderr)
+        if args.verbose:
+            raise
+        print(f"fedml-prr: error: {exc} (run with -v for the traceback)", file=sys.stderr)
         return 1
     print(format_table(result.summary))
     print(f"results written to {result.results_dir}/ (metrics.jsonl, summary.json, checkpoints/)")
