@@ -136,6 +136,10 @@ def _check(condition: bool, message: str) -> None:
 
 T = TypeVar("T")
 
+#: scalar annotation -> (accepted python types, wording of the error); bools are never numbers
+_SCALARS = {bool: ((bool,), "true or false"), int: ((int,), "an integer"),
+            float: ((int, float), "a number"), str: ((str,), "a string")}
+
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Check ``value`` against ``annotation``; ints are accepted where floats are expected."""
@@ -151,22 +155,11 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         return tuple(value)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
+    if annotation in _SCALARS:
+        accepted, description = _SCALARS[annotation]
+        if isinstance(value, bool) != (annotation is bool) or not isinstance(value, accepted):
+            raise ConfigError(f"{key} must be {description}, got {value!r}")
+        return float(value) if annotation is float else value
     return value
 
 

@@ -180,3 +180,17 @@ def test_shared_band_is_the_spec_box_on_odd_and_even_sizes(h, w, ratio):
                 assert spectrum0[i, j].abs() > 1e-6 or spectrum0[mirror].abs() > 1e-6
             else:
                 assert spectrum0[i, j].abs() < 1e-9 and spectrum0[mirror].abs() < 1e-9
+
+
+@pytest.mark.parametrize("name", ["vgg16_slim", "resnet18"])
+def test_roles_of_every_registered_model(name):
+    from fedml_prr.models import MODELS, build_model
+
+    assert name in MODELS
+    model = build_model(name, num_classes=3)
+    roles = infer_tensor_roles(model.state_dict())
+    assert roles[model.classifier_key] is TensorRole.CLASSIFIER
+    bn_keys = {f"{m_name}.{p}" for m_name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               for p, _ in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))}
+    assert bn_keys and all(roles[k] is TensorRole.LOCAL for k in bn_keys)
+    assert all(roles[k] is TensorRole.CONV for k, v in model.state_dict().items() if v.dim() == 4)

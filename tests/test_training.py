@@ -151,3 +151,13 @@ def test_resume_ends_with_the_same_metrics(tmp_path):
     lines_resumed = (tmp_path / "cut" / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines_full) == len(lines_resumed) == 6
     assert [json.loads(x)["test"] for x in lines_full] == [json.loads(x)["test"] for x in lines_resumed]
+
+
+def test_prr_with_one_local_epoch_per_round(tmp_path):
+    # the reference code crashes with E = 1; here every epoch is both the first and the last
+    doc = {k: dict(v) for k, v in TINY.items()}
+    doc["train_args"]["epochs"] = 1
+    doc["prr_args"]["prr_results_dir"] = str(tmp_path / "run")
+    result = run(make_config(doc), federation=tiny_federation())
+    assert result.summary["last_round"] == 1
+    assert all(0 <= m["test"]["macro_f1"] <= 1 for m in result.summary["final"]["clients"].values())
