@@ -112,6 +112,8 @@ def test_two_round_run_writes_results(tmp_path, algorithm):
         assert sorted(p.name for p in (root / "checkpoints" / kind).iterdir()) == ["A.pt", "B.pt", "C.pt"]
     if algorithm == "PRR":  # P_k is never replaced by the server: no retrogress by construction
         assert all(r["retrogress"] == 0.0 for r in records)
+        assert all(len(r["epochs"]) == 2 and r["epochs"][0]["stage"] == 1 for r in records)
+        assert all(r["epochs"][1]["stage"] in (1, 2) for r in records)  # RECOVER never jumps to 3
     assert result.summary["selected_round"] == summary["selected_round"]
 
 

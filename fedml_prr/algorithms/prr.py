@@ -112,6 +112,7 @@ class PRRClient(FederatedClient):
         self.previous_predictions: Optional[Dict[str, torch.Tensor]] = None
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
         self.last_epoch: Dict[str, Any] = {}
+        self.epoch_log: list = []  # one entry per local epoch of the current round
 
     # ----------------------------------------------------------------- protocol hooks
     def apply(self, message: Message) -> None:
@@ -127,10 +128,16 @@ class PRRClient(FederatedClient):
             self.local_proto_counts.zero_()
             self.previous_predictions = None
             self.optimizers = {name: self.make_optimizer(m, info.round_idx) for name, m in self.models.items()}
+            self.epoch_log = []
         f1_personal, f1_deputy = self._stage_f1()
         self.stage = select_stage(f1_personal, f1_deputy, self.stage, self.params.det_a1, self.params.det_a2)
         self._train_epoch(self._prototype_gamma(info.round_idx))
         self.last_epoch.update(stage=int(self.stage), f1_personal_train=f1_personal, f1_deputy_train=f1_deputy)
+        self.epoch_log.append(dict(self.last_epoch))
+
+    def round_info(self) -> Dict[str, Any]:
+        """DET stage, losses and stage-check F1 (NaN when the stage was forced) of each epoch."""
+        return {"epochs": list(self.epoch_log)}
 
     def payload(self, info: StepInfo) -> Message:
         out: Message = {"prototypes": self.local_protos.clone(), "prototype_counts": self.local_proto_counts.clone(),
@@ -202,13 +209,14 @@ class PRRClient(FederatedClient):
     # ----------------------------------------------------------------- resume
     def extra_state(self) -> Dict[str, Any]:
         return {"local_protos": self.local_protos, "local_proto_counts": self.local_proto_counts,
-                "global_protos": self.global_protos, "stage": int(self.stage)}
+                "global_protos": self.global_protos, "stage": int(self.stage), "epoch_log": list(self.epoch_log)}
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.local_protos = state["local_protos"]
         self.local_proto_counts = state["local_proto_counts"]
         self.global_protos = state["global_protos"]
         self.stage = Stage(state["stage"])
+        self.epoch_log = list(state["epoch_log"])
 
 
 class PRRServer(FederatedServer):

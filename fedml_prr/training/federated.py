@@ -175,6 +175,10 @@ class FederatedClient(abc.ABC):
     def reported_model(self) -> nn.Module:
         """The model whose metrics are reported for this client."""
 
+    def round_info(self) -> Dict[str, Any]:
+        """Algorithm-specific details of the round just finished, stored in its metrics record."""
+        return {}
+
     def extra_state(self) -> Dict[str, Any]:
         """Algorithm state beyond ``self.models`` needed to resume (tensors and plain values)."""
         return {}
@@ -203,6 +207,7 @@ class FederatedClient(abc.ABC):
             "round": round_idx, "silo": self.ctx.silo, "client": self.ctx.data.name,
             "valid": after["valid"], "test": after["test"],
             "test_before_receive": before["test"], "retrogress": retrogress,
+            **self.round_info(),
         })
 
     def _check_message(self, message: Mapping[str, Any]) -> None:
