@@ -60,18 +60,19 @@ def federation_for(config: RunConfig) -> Federation:
 
 
 def run(config: RunConfig, *, federation: Optional[Federation] = None, resume: bool = False,
-        progress: bool = False):
+        overwrite: bool = False, progress: bool = False):
     """Run ``config`` in one process (on ``federation`` if given, else the config's dataset)."""
     from .runtime.sp import run_single_process
 
     if config.backend not in ("sp",):
         raise ValueError(f"backend {config.backend!r} is not available in this runtime; use backend: sp")
     return run_single_process(config, federation if federation is not None else federation_for(config),
-                              resume=resume, progress=progress)
+                              resume=resume, overwrite=overwrite, progress=progress)
 
 
 def run_federation(federation: Federation, *, algorithm: str = "PRR", config: ConfigSource = None,
-                   overrides: Optional[Mapping[str, Any]] = None, resume: bool = False, progress: bool = False):
+                   overrides: Optional[Mapping[str, Any]] = None, resume: bool = False, overwrite: bool = False,
+                   progress: bool = False):
     """Run a registered algorithm on a federation of your own (see the module docstring)."""
     merged = dict(overrides or {})
     merged.setdefault("prr_image_size", federation.image_size)
@@ -79,4 +80,4 @@ def run_federation(federation: Federation, *, algorithm: str = "PRR", config: Co
     if cfg.options.image_size != federation.image_size:
         raise ValueError(f"prr_image_size is {cfg.options.image_size} but the federation's images are "
                          f"{federation.image_size} px; build the federation with image_size={cfg.options.image_size}")
-    return run(cfg, federation=federation, resume=resume, progress=progress)
+    return run(cfg, federation=federation, resume=resume, overwrite=overwrite, progress=progress)

@@ -65,6 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key (FedML key or prr_ key), repeatable")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed round")
+    run.add_argument("--overwrite", action="store_true", help="replace an earlier run in the results folder")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sub.add_parser("algorithms", help="list the registered algorithms")
     return parser
@@ -88,8 +89,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"fedml-prr: config error: {exc}", file=sys.stderr)
         return 2
     try:
-        result = run(config, resume=args.resume, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+        if args.resume and args.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
+        result = run(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
         if args.verbose:
             raise
         print(f"fedml-prr: error: {exc} (run with -v for the traceback)", file=sys.stderr)

@@ -163,3 +163,18 @@ def test_prr_with_one_local_epoch_per_round(tmp_path):
     result = run(make_config(doc), federation=tiny_federation())
     assert result.summary["last_round"] == 1
     assert all(0 <= m["test"]["macro_f1"] <= 1 for m in result.summary["final"]["clients"].values())
+
+
+def test_results_are_never_clobbered_and_resume_checks_the_config(tmp_path):
+    fed = tiny_federation()
+    cfg = config(tmp_path)
+    run(cfg, federation=fed)
+    first = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(FileExistsError, match="--resume to continue it, --overwrite to replace it"):
+        run(cfg, federation=fed)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == first  # nothing lost
+    other = config(tmp_path, prr_det_a1=0.5)
+    with pytest.raises(ValueError, match="differs from the interrupted run's in \\['algorithm_params'\\]"):
+        run(other, federation=fed, resume=True)
+    run(cfg, federation=fed, overwrite=True)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == first  # same seed, same result

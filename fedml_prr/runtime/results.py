@@ -91,13 +91,30 @@ class ResultsStore:
     def resume_path(self) -> Path:
         return self.root / "resume.pt"
 
-    def start_fresh(self, config_dict: Mapping[str, Any]) -> None:
-        """Create the folder (clearing an earlier run's outputs there) and write the config."""
+    def start_fresh(self, config_dict: Mapping[str, Any], *, overwrite: bool = False) -> None:
+        """Create the folder and write the config.
+
+        An earlier run's outputs there are an error unless ``overwrite`` (then they are removed).
+        """
+        earlier = [n for n in ("metrics.jsonl", "summary.json", "resume.pt") if (self.root / n).exists()]
+        if earlier and not overwrite:
+            raise FileExistsError(f"{self.root} holds an earlier run ({', '.join(earlier)}); pass --resume to "
+                                  "continue it, --overwrite to replace it, or set another prr_results_dir")
         self.root.mkdir(parents=True, exist_ok=True)
         for name in ("metrics.jsonl", "summary.json", "resume.pt"):
             (self.root / name).unlink(missing_ok=True)
         shutil.rmtree(self.root / "checkpoints", ignore_errors=True)
         _atomic_write_text(json.dumps(config_dict, indent=2, default=str), self.root / "config.resolved.json")
+
+    def check_same_config(self, config_dict: Mapping[str, Any]) -> None:
+        """Refuse to resume a run under a different configuration (naming what changed)."""
+        path = self.root / "config.resolved.json"
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        current = json.loads(json.dumps(config_dict, default=str))
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if changed:
+            raise ValueError(f"cannot resume {self.root}: the configuration differs from the interrupted run's "
+                             f"in {changed}; resume with the same config, or start a new run")
 
     def reload(self, completed_rounds: int) -> None:
         """On resume: keep the records of rounds ``< completed_rounds`` and rebuild the selection."""

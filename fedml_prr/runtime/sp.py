@@ -80,7 +80,7 @@ class RunResult:
 
 
 def run_single_process(config: RunConfig, federation: Federation, *, resume: bool = False,
-                       progress: bool = False) -> RunResult:
+                       overwrite: bool = False, progress: bool = False) -> RunResult:
     """Train ``config.algorithm`` on ``federation`` in this process; write the results folder.
 
     Parameters
@@ -88,6 +88,8 @@ def run_single_process(config: RunConfig, federation: Federation, *, resume: boo
     resume:
         Continue from ``resume.pt`` of ``config.options.results_dir`` (the last completed round);
         the run then ends with the same metrics as an uninterrupted one.
+    overwrite:
+        Replace an earlier run in the results folder (otherwise that is an error).
     progress:
         Show a tqdm progress bar over protocol steps.
     """
@@ -102,6 +104,7 @@ def run_single_process(config: RunConfig, federation: Federation, *, resume: boo
 
     start_step, elapsed_before = 0, 0.0
     if resume:
+        store.check_same_config(config.to_dict())
         state = store.load_resume()
         start_step, elapsed_before = state["step"], state["elapsed"]
         server.load_state_dict(state["server"])
@@ -111,7 +114,7 @@ def run_single_process(config: RunConfig, federation: Federation, *, resume: boo
         store.reload(completed_rounds=round_closed_by(start_step, server.spr))
         logger.info("resuming %s at step %d of %d", config.algorithm, start_step, server.num_steps)
     else:
-        store.start_fresh(config.to_dict())
+        store.start_fresh(config.to_dict(), overwrite=overwrite)
 
     started = time.perf_counter()
     steps = range(start_step, server.num_steps + 1)
