@@ -1,4 +1,5 @@
-"""``fedml-prr`` command line: run an algorithm from a FedML YAML and print per-client results."""
+"""``fedml-prr`` command line: run an algorithm from a FedML YAML and print per-client results,
+or compare several algorithms over seeds (``fedml-prr compare``)."""
 
 from __future__ import annotations
 
@@ -67,8 +68,53 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed round")
     run.add_argument("--overwrite", action="store_true", help="replace an earlier run in the results folder")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    compare = sub.add_parser(
+        "compare", help="run every algorithm x seed, then write a table, plots and the best algorithm per metric",
+        description="Run each algorithm with each seed (finished runs are skipped, interrupted ones resumed), "
+                    "then write table.md, table.csv, curve_macro_f1.png, clients_macro_f1.png, retrogress.png "
+                    "and summary.txt into the output folder.")
+    compare.add_argument("--cf", required=True, help="FedML YAML config with a prr_args section")
+    compare.add_argument("--algorithms", required=True, metavar="A,B,...",
+                         help=f"comma-separated algorithms, in table order ({', '.join(ALGORITHMS.names())})")
+    compare.add_argument("--seeds", default="0,1,2", metavar="S,S,...",
+                         help="comma-separated random seeds (default: 0,1,2)")
+    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a config key for every run, repeatable")
+    compare.add_argument("--out", help="comparison folder (default: <prr_results_dir of the config>/compare)")
+    compare.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     sub.add_parser("algorithms", help="list the registered algorithms")
     return parser
+
+
+def parse_list(text: str, *, what: str, cast=str) -> List[Any]:
+    """``"a, b,"`` -> ``["a", "b"]`` with each item passed through ``cast``."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return [cast(item) for item in items]
+    except ValueError:
+        raise ConfigError(f"{what} expects comma-separated {cast.__name__} values, got {text!r}") from None
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .runtime.compare import compare
+
+    try:
+        algorithms = parse_list(args.algorithms, what="--algorithms")
+        seeds = parse_list(args.seeds, what="--seeds", cast=int)
+        report = compare(args.cf, algorithms, seeds, overrides=parse_assignments(args.set), out=args.out,
+                         progress=not args.no_progress)
+    except (ConfigError, KeyError) as exc:
+        print(f"fedml-prr: config error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        if args.verbose:
+            raise
+        print(f"fedml-prr: error: {exc} (run with -v for the traceback)", file=sys.stderr)
+        return 1
+    print(report.table_markdown)
+    print(report.best_text)
+    print(f"comparison written to {report.out}/ ({', '.join(p.name for p in report.files)}; runs/ holds each run)")
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -81,6 +127,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name in ALGORITHMS.names():
             print(f"{name:<10} {ALGORITHMS.get(name).summary}")
         return 0
+    if args.command == "compare":
+        return _compare(args)
     from .api import make_config, run
 
     try:

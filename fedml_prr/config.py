@@ -86,6 +86,9 @@ class RunOptions:
         ``>= selection_fraction * rounds`` (the paper: 0.8).
     threads:
         torch intra-op threads on CPU; 0 leaves torch's default.
+    augment:
+        Apply the reference training augmentation (spec section 4); ``false`` trains on the
+        plain images (e.g. to compare with FedML's own trainers, which do not augment).
     """
 
     image_size: int = 128
@@ -96,6 +99,7 @@ class RunOptions:
     eval_batch_size: int = 256
     selection_fraction: float = 0.8
     threads: int = 0
+    augment: bool = True
 
     def __post_init__(self) -> None:
         _check(self.image_size >= 8, "prr_image_size must be at least 8")
@@ -266,7 +270,11 @@ def load_config(
            "every client takes part in every round")
 
     options = build_dataclass(RunOptions, prr_keys)
-    params = build_dataclass(algorithm_params[algorithm], prr_keys)
+    params_cls = algorithm_params[algorithm]
+    for f in dataclasses.fields(params_cls):  # a FedML key of the same name (fedprox_mu) is accepted too
+        if f.name in fedml_keys and "prr_" + f.name not in prr_keys:
+            prr_keys["prr_" + f.name] = fedml_keys[f.name]
+    params = build_dataclass(params_cls, prr_keys)
     return RunConfig(
         algorithm=algorithm,
         dataset=str(fedml_keys.get("dataset", "derm_synthetic")),

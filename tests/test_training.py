@@ -6,51 +6,15 @@ import pytest
 import torch
 
 from fedml_prr.api import make_config, run
-from fedml_prr.data.federation import ClientData, Federation, ImageSplit
 from fedml_prr.runtime.sp import build_participants
 
-TINY = {
-    "train_args": {"comm_round": 2, "epochs": 2, "batch_size": 8, "learning_rate": 0.05},
-    "prr_args": {"prr_image_size": 32, "prr_model_options": {"width": 0.25}, "prr_cpa_init_rounds": 1,
-                 "prr_eval_batch_size": 64},
-}
-
-
-def split(n, gen, classes=(0, 1, 2)):
-    labels = torch.tensor([classes[i % len(classes)] for i in range(n)], dtype=torch.int64)
-    images = torch.randint(0, 196, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
-    images[torch.arange(n), labels] += 60  # class signal: the label's colour channel is brighter
-    return ImageSplit(images, labels)
-
-
-def tiny_federation(missing_class_client=None):
-    gen = torch.Generator().manual_seed(0)
-    clients = []
-    for i, name in enumerate(["A", "B", "C"]):
-        classes = (0, 1) if i == missing_class_client else (0, 1, 2)
-        clients.append(ClientData(name, split(24 + 4 * i, gen, classes), split(9, gen), split(9, gen)))
-    return Federation("tiny", ("nv", "bkl", "mel"), tuple(clients))
-
+from fedtiny import TINY, drive_one_step, tiny_federation
 
 def config(tmp_path, algorithm="PRR", **prr):
     doc = {k: dict(v) for k, v in TINY.items()}
     doc["prr_args"].update(prr)
     doc["prr_args"]["prr_results_dir"] = str(tmp_path / "run")
     return make_config(doc, algorithm=algorithm)
-
-
-def drive_one_step(trainer, aggregator, silos):
-    messages = aggregator.get_model_params()
-    for s in silos:
-        trainer.set_model_params(messages[s])
-    uploads = []
-    for s in silos:
-        trainer.set_id(s)
-        trainer.train(None, None, None)
-        u = trainer.get_model_params()
-        uploads.append((u["num_samples"], u))
-    aggregator.aggregate(uploads)
-    return uploads
 
 
 def test_prr_step_trains_both_models_and_keeps_per_silo_state(tmp_path):

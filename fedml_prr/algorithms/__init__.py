@@ -37,4 +37,4 @@ def get_algorithm(name: str) -> AlgorithmSpec:
     return ALGORITHMS.get(name)
 
 
-from . import fedavg, prr  # noqa: E402,F401  (registration)
+from . import centralized, ditto, fedavg, fedbn, fedlc, fedper, fedprox, fedrep, local, prr  # noqa: E402,F401

@@ -20,16 +20,17 @@ from torch import nn
 
 from ..core.cpa import cpa_loss, prototype_factor, seesaw_matrix
 from ..core.det import Stage, select_stage, stage_losses
-from ..core.fourier import pfa_ratio, progressive_fourier_aggregate
+from ..core.averaging import average_keeping_local
+from ..core.fourier import TensorRole, infer_tensor_roles, pfa_ratio, progressive_fourier_aggregate
 from ..core.metrics import macro_f1
 from ..core.prototypes import PrototypeAccumulator, global_prototype, reset_prototypes
-from ..data.augment import augment_batch
 from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo
-from ..training.loops import batch_indices, predict
+from ..training.loops import predict, training_batches
 from . import register_algorithm
 
 STAGE_ESTIMATES = ("faithful", "previous_epoch")
 GLOBAL_PROTOTYPES = ("gaussian", "mean")
+AGGREGATIONS = ("pfa", "average")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,14 @@ class PRRParams:
         Rounds of plain Seesaw loss before the prototype factor starts (``t_init``).
     cpa_global_prototype:
         ``gaussian`` (reference: mean + noise * max(std, 1), redrawn every epoch) or ``mean``.
+    aggregation:
+        ``pfa`` (the method) or ``average``: deputies plain sample-weighted averaged, BatchNorm
+        still kept local (the "without PFA" ablation).
+    use_det:
+        ``false``: one model per client, trained with CPA, sent to and replaced by the server
+        (the "without DET" ablation).
+    use_cpa:
+        ``false``: plain cross-entropy instead of the CPA loss (the "without CPA" ablation).
     """
 
     pfa_ratio_start: float = 0.7
@@ -75,6 +84,9 @@ class PRRParams:
     cpa_tau: float = 3.0
     cpa_init_rounds: int = 15
     cpa_global_prototype: str = "gaussian"
+    aggregation: str = "pfa"
+    use_det: bool = True
+    use_cpa: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.pfa_ratio_start <= 1 or not 0 <= self.pfa_ratio_end <= 1:
@@ -85,6 +97,8 @@ class PRRParams:
             raise ValueError(f"prr_det_stage_estimate must be one of {STAGE_ESTIMATES}, got {self.det_stage_estimate!r}")
         if self.cpa_global_prototype not in GLOBAL_PROTOTYPES:
             raise ValueError(f"prr_cpa_global_prototype must be one of {GLOBAL_PROTOTYPES}, got {self.cpa_global_prototype!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"prr_aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if self.distill_temperature <= 0 or self.cpa_tau <= 1 or self.cpa_beta < 0 or self.cpa_init_rounds < 0:
             raise ValueError("need prr_distill_temperature > 0, prr_cpa_tau > 1, prr_cpa_beta >= 0, prr_cpa_init_rounds >= 0")
 
@@ -101,9 +115,15 @@ class PRRClient(FederatedClient):
 
     def __init__(self, ctx: ClientContext, params: PRRParams) -> None:
         super().__init__(ctx, params)
-        self.personal = ctx.build_model().to(ctx.device)
         self.deputy = ctx.build_model().to(ctx.device)
-        self.models = {"personal": self.personal, "deputy": self.deputy}
+        self.single_model = not params.use_det
+        if self.single_model:  # "without DET": the deputy is the only model, and it is reported
+            self.personal = self.deputy
+            self.models = {"deputy": self.deputy}
+            self.REPORTED_MODEL_REPLACED_ON_RECEIVE = True
+        else:
+            self.personal = ctx.build_model().to(ctx.device)
+            self.models = {"personal": self.personal, "deputy": self.deputy}
         self.feature_dim = int(self.personal.feature_dim)
         self.local_protos = reset_prototypes(ctx.num_classes, self.feature_dim)
         self.local_proto_counts = torch.zeros(ctx.num_classes, dtype=torch.int64)
@@ -152,7 +172,7 @@ class PRRClient(FederatedClient):
     # ----------------------------------------------------------------- DET and CPA
     def _stage_f1(self):
         """Training macro-F1 of (P, D) for the stage choice; NaN when the stage is forced."""
-        if self.stage is Stage.START:
+        if self.stage is Stage.START or self.single_model:
             return float("nan"), float("nan")  # the first epoch of a round is always RECOVER
         c = self.ctx.num_classes
         if self.params.det_stage_estimate == "previous_epoch":
@@ -165,7 +185,7 @@ class PRRClient(FederatedClient):
 
     def _prototype_gamma(self, round_idx: int) -> Optional[torch.Tensor]:
         """CPA phase 2 factor, or None during the first ``cpa_init_rounds`` rounds."""
-        if round_idx < self.params.cpa_init_rounds or self.global_protos is None:
+        if round_idx < self.params.cpa_init_rounds or self.global_protos is None or not self.params.use_cpa:
             return None
         gamma = prototype_factor(self.local_protos, self.global_protos, self.params.cpa_tau,
                                  present=self.class_counts > 0)
@@ -174,7 +194,8 @@ class PRRClient(FederatedClient):
     def _train_epoch(self, gamma: Optional[torch.Tensor]) -> None:
         if self.global_class_counts is None:
             raise RuntimeError("PRR needs the global class counts of the handshake before training")
-        seesaw = seesaw_matrix(self.global_class_counts, self.params.cpa_beta).to(self.ctx.device)
+        beta = self.params.cpa_beta if self.params.use_cpa else 0.0  # beta 0: plain cross-entropy
+        seesaw = seesaw_matrix(self.global_class_counts, beta).to(self.ctx.device)
         split, device = self.train_split, self.ctx.device
         accumulator = PrototypeAccumulator(self.ctx.num_classes, self.feature_dim, device)
         predictions = {"personal": [], "deputy": [], "labels": []}
@@ -182,17 +203,21 @@ class PRRClient(FederatedClient):
         batches = 0
         self.personal.train()
         self.deputy.train()
-        for idx in batch_indices(len(split), self.ctx.schedule.batch_size, self.generator):
-            idx = idx.to(device)
-            x, y = augment_batch(split.images[idx], self.generator), split.labels[idx]
+        for x, y in training_batches(split, self.ctx.schedule.batch_size, self.generator, augment=self.ctx.augment):
             z_p, f_p = self.personal(x)
-            z_d, _ = self.deputy(x)
-            loss_p, loss_d = stage_losses(
-                self.stage, z_p, z_d, cpa_loss(z_p, y, seesaw, gamma), cpa_loss(z_d, y, seesaw, gamma),
-                temperature=self.params.distill_temperature, weight=self.params.distill_weight)
+            if self.single_model:
+                z_d = z_p
+                loss_p = loss_d = cpa_loss(z_p, y, seesaw, gamma)
+                total = loss_p
+            else:
+                z_d, _ = self.deputy(x)
+                loss_p, loss_d = stage_losses(
+                    self.stage, z_p, z_d, cpa_loss(z_p, y, seesaw, gamma), cpa_loss(z_d, y, seesaw, gamma),
+                    temperature=self.params.distill_temperature, weight=self.params.distill_weight)
+                total = loss_p + loss_d  # teachers are detached: each loss reaches one model only
             for opt in self.optimizers.values():
                 opt.zero_grad(set_to_none=True)
-            (loss_p + loss_d).backward()  # teachers are detached: each loss reaches one model only
+            total.backward()
             for opt in self.optimizers.values():
                 opt.step()
             accumulator.add(f_p, y)
@@ -241,8 +266,14 @@ class PRRServer(FederatedServer):
             p = self.params
             self.last_ratio = pfa_ratio(info.round_idx, self.schedule.rounds, p.pfa_ratio_start, p.pfa_ratio_end)
             weights = [uploads[s]["num_samples"] for s in silos] if p.pfa_sample_weighted else None
-            mixed = progressive_fourier_aggregate([uploads[s]["deputy"] for s in silos], self.last_ratio,
-                                                  weights=weights, share_phase=p.pfa_share_phase)
+            states = [uploads[s]["deputy"] for s in silos]
+            if p.aggregation == "pfa":
+                mixed = progressive_fourier_aggregate(states, self.last_ratio, weights=weights,
+                                                      share_phase=p.pfa_share_phase)
+            else:  # "without PFA": plain average, BatchNorm kept local as PFA does
+                roles = infer_tensor_roles(states[0])
+                local = [k for k, role in roles.items() if role in (TensorRole.LOCAL, TensorRole.UNTOUCHED)]
+                mixed = average_keeping_local(states, local, weights)
             self.deputies = dict(zip(silos, mixed))
 
     def payload_for(self, silo: int, step: int) -> Message:
@@ -261,3 +292,33 @@ class PRRServer(FederatedServer):
 
 SPEC = register_algorithm("PRR", client=PRRClient, server=PRRServer, params=PRRParams,
                           summary="DET + CPA on the clients, Progressive Fourier Aggregation on the server (Chen et al. 2022)")
+
+
+# Ablations, as the paper reports them: the same client and server, one component switched off.
+@dataclass(frozen=True)
+class PRRWithoutPFAParams(PRRParams):
+    aggregation: str = "average"
+
+
+@dataclass(frozen=True)
+class PRRWithoutDETParams(PRRParams):
+    use_det: bool = False
+
+
+@dataclass(frozen=True)
+class PRRWithoutCPAParams(PRRParams):
+    use_cpa: bool = False
+
+
+@dataclass(frozen=True)
+class PRRAmplitudeOnlyParams(PRRParams):
+    pfa_share_phase: bool = False
+
+
+for _name, _params, _summary in [
+    ("PRR-noPFA", PRRWithoutPFAParams, "PRR ablation: deputies plain-averaged instead of PFA (BN kept local)"),
+    ("PRR-noDET", PRRWithoutDETParams, "PRR ablation: one model per client, no deputy, no distillation"),
+    ("PRR-noCPA", PRRWithoutCPAParams, "PRR ablation: plain cross-entropy instead of the CPA loss"),
+    ("PRR-amp", PRRAmplitudeOnlyParams, "PRR with amplitude-only PFA (the MICCAI 2021 version)"),
+]:
+    register_algorithm(_name, client=PRRClient, server=PRRServer, params=_params, summary=_summary)

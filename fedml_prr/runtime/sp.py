@@ -19,7 +19,7 @@ import torch
 
 from ..algorithms import get_algorithm
 from ..config import RunConfig
-from ..data.federation import Federation
+from ..data.federation import Federation, ImageSplit
 from ..fedml_adapter import AlgorithmClientTrainer, AlgorithmServerAggregator, fedml_args, init_fedml_offline
 from ..models import build_model
 from ..training.federated import ClientContext, round_closed_by
@@ -49,6 +49,12 @@ def model_factory(config: RunConfig, num_classes: int):
     return build
 
 
+def pooled_training_split(federation: Federation) -> ImageSplit:
+    """All clients' training images in one split (the Centralized reference)."""
+    return ImageSplit(torch.cat([c.train.images for c in federation.clients]),
+                      torch.cat([c.train.labels for c in federation.clients]))
+
+
 def build_participants(config: RunConfig, federation: Federation, *, fedml_args_obj=None):
     """The FedML client trainer and server aggregator of ``config.algorithm`` on ``federation``."""
     spec = get_algorithm(config.algorithm)
@@ -59,10 +65,13 @@ def build_participants(config: RunConfig, federation: Federation, *, fedml_args_
     device = resolve_device(config.options.device)
     build = model_factory(config, federation.num_classes)
 
+    pooled = pooled_training_split(federation) if spec.client.NEEDS_POOLED_DATA else None
+
     def make_context(silo: int) -> ClientContext:
         return ClientContext(silo=silo, data=federation.clients[silo], num_classes=federation.num_classes,
                              build_model=build, schedule=config.schedule, device=device, seed=config.seed,
-                             eval_batch_size=config.options.eval_batch_size)
+                             eval_batch_size=config.options.eval_batch_size, augment=config.options.augment,
+                             pooled_train=pooled)
 
     args = fedml_args_obj if fedml_args_obj is not None else init_fedml_offline(fedml_args(config.fedml))
     placeholder = torch.nn.Identity()

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..config import TrainSchedule
-from ..data.federation import ClientData
+from ..data.federation import ClientData, ImageSplit
 from .loops import evaluate
 
 Message = Dict[str, Any]
@@ -47,6 +47,10 @@ class ClientContext:
     device: torch.device
     seed: int
     eval_batch_size: int = 256
+    augment: bool = True
+    #: every client's training split concatenated; only for algorithms that ask for it
+    #: (``NEEDS_POOLED_DATA``: the Centralized reference), None otherwise
+    pooled_train: Optional[ImageSplit] = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ class FederatedClient(abc.ABC):
     """
 
     STEPS_PER_ROUND: int = 1
+    #: True when the algorithm needs ``ClientContext.pooled_train`` (Centralized only)
+    NEEDS_POOLED_DATA: bool = False
     #: False when receiving a message never replaces the reported model (PRR's P_k): the
     #: after-receive evaluation is then skipped and equals the before one.
     REPORTED_MODEL_REPLACED_ON_RECEIVE: bool = True

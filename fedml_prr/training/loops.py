@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..core.metrics import classification_metrics
-from ..data.augment import to_model_input
+from ..data.augment import augment_batch, to_model_input
 from ..data.federation import ImageSplit
 
 
@@ -24,6 +24,19 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator, *, shuffl
         if len(idx) == 1 and n > 1:
             return
         yield idx
+
+
+def training_batches(split: ImageSplit, batch_size: int, generator: torch.Generator, *,
+                     augment: bool = True) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled ``(inputs [B, 3, H, W] in [-1, 1], labels [B])`` batches of one epoch.
+
+    Shuffling and augmentation both draw from ``generator`` (the client's own), so an epoch is
+    reproducible from the generator state; the images stay on their device.
+    """
+    for idx in batch_indices(len(split), batch_size, generator):
+        idx = idx.to(split.images.device)
+        images = split.images[idx]
+        yield (augment_batch(images, generator) if augment else to_model_input(images)), split.labels[idx]
 
 
 @torch.no_grad()

@@ -1,0 +1,56 @@
+"""Centralized: one model trained on the pooled training data of all clients (upper reference).
+
+It ignores privacy on purpose: silo 0 trains on every client's training split for E epochs per
+round (the same number of image-epochs as one round of a federated method) and every client
+reports that model on its own valid and test splits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..training.federated import FederatedServer, Message, StepInfo
+from . import register_algorithm
+from .single_model import SingleModelClient, cpu_state, train_epoch
+
+
+@dataclass(frozen=True)
+class CentralizedParams:
+    """Centralized has no hyper-parameters beyond the shared schedule."""
+
+
+class CentralizedClient(SingleModelClient):
+    NEEDS_POOLED_DATA = True
+
+    def train_round(self, info: StepInfo) -> None:
+        if self.ctx.silo != 0:
+            return  # only the pooled trainer trains
+        optimizer = self.make_optimizer(self.model, info.round_idx)
+        for _ in range(self.ctx.schedule.epochs):
+            self.last_loss = train_epoch(self, self.model, optimizer, self.batch_loss, split=self.ctx.pooled_train)
+
+    def payload(self, info: StepInfo) -> Message:
+        return {"state": cpu_state(self.model), "loss": self.last_loss} if self.ctx.silo == 0 else {}
+
+
+class CentralizedServer(FederatedServer):
+    def __init__(self, num_clients, schedule, params, seed) -> None:
+        super().__init__(num_clients, schedule, params, seed)
+        self.global_state = None
+
+    def aggregate_step(self, info: StepInfo, uploads: Mapping[int, Message]) -> None:
+        self.global_state = uploads[0]["state"]
+
+    def payload_for(self, silo: int, step: int) -> Message:
+        return {} if self.global_state is None else {"global": self.global_state}
+
+    def extra_state(self):
+        return {"global_state": self.global_state}
+
+    def load_extra_state(self, state):
+        self.global_state = state["global_state"]
+
+
+SPEC = register_algorithm("Centralized", client=CentralizedClient, server=CentralizedServer,
+                          params=CentralizedParams, summary="one model on the pooled data (upper reference)")

@@ -1,0 +1,39 @@
+"""Local-only training: every client trains its own model on its own data; nothing is sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..training.federated import FederatedServer, Message, StepInfo
+from . import register_algorithm
+from .single_model import SingleModelClient
+
+
+@dataclass(frozen=True)
+class LocalParams:
+    """Local-only has no hyper-parameters beyond the shared schedule."""
+
+
+class LocalClient(SingleModelClient):
+    REPORTED_MODEL_REPLACED_ON_RECEIVE = False
+
+    def local_keys(self):
+        return set(self.model.state_dict())  # everything stays on the client
+
+    def payload(self, info: StepInfo) -> Message:
+        return {"loss": self.last_loss}
+
+
+class SilentServer(FederatedServer):
+    """Receives only sample counts and losses; sends nothing but the protocol fields."""
+
+    def aggregate_step(self, info: StepInfo, uploads: Mapping[int, Message]) -> None:
+        pass
+
+    def payload_for(self, silo: int, step: int) -> Message:
+        return {}
+
+
+SPEC = register_algorithm("Local", client=LocalClient, server=SilentServer, params=LocalParams,
+                          summary="each client trains alone, no communication (lower reference)")
