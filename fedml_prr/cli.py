@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import yaml
 
 from .algorithms import ALGORITHMS
-from .config import ConfigError
+from .config import PAPER_SCALE, ConfigError
 
 
 def parse_assignments(items: Sequence[str]) -> Dict[str, Any]:
@@ -25,6 +25,17 @@ def parse_assignments(items: Sequence[str]) -> Dict[str, Any]:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         out[key.strip()] = yaml.safe_load(value) if value.strip() else None
     return out
+
+
+PAPER_HELP = ("the paper's dermoscopy scale on top of the config: 128 px, VGG16-slim width 1.0, full client "
+              "sizes, 50 rounds x 5 epochs, lr 0.01 (fedml_prr.config.PAPER_SCALE); --set still wins")
+
+
+def overrides_of(args) -> Dict[str, Any]:
+    """``--paper-scale`` presets, then ``--set`` assignments."""
+    overrides = dict(PAPER_SCALE) if args.paper_scale else {}
+    overrides.update(parse_assignments(args.set))
+    return overrides
 
 
 def _pct(value: float) -> str:
@@ -68,6 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed round")
     run.add_argument("--overwrite", action="store_true", help="replace an earlier run in the results folder")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--paper-scale", action="store_true", help=PAPER_HELP)
     compare = sub.add_parser(
         "compare", help="run every algorithm x seed, then write a table, plots and the best algorithm per metric",
         description="Run each algorithm with each seed (finished runs are skipped, interrupted ones resumed), "
@@ -82,6 +94,7 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="override a config key for every run, repeatable")
     compare.add_argument("--out", help="comparison folder (default: <prr_results_dir of the config>/compare)")
     compare.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    compare.add_argument("--paper-scale", action="store_true", help=PAPER_HELP)
     sub.add_parser("algorithms", help="list the registered algorithms")
     return parser
 
@@ -101,7 +114,7 @@ def _compare(args: argparse.Namespace) -> int:
     try:
         algorithms = parse_list(args.algorithms, what="--algorithms")
         seeds = parse_list(args.seeds, what="--seeds", cast=int)
-        report = compare(args.cf, algorithms, seeds, overrides=parse_assignments(args.set), out=args.out,
+        report = compare(args.cf, algorithms, seeds, overrides=overrides_of(args), out=args.out,
                          progress=not args.no_progress)
     except (ConfigError, KeyError) as exc:
         print(f"fedml-prr: config error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
@@ -132,7 +145,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .api import make_config, run
 
     try:
-        config = make_config(args.cf, algorithm=args.algorithm, overrides=parse_assignments(args.set))
+        config = make_config(args.cf, algorithm=args.algorithm, overrides=overrides_of(args))
     except (ConfigError, KeyError, FileNotFoundError, ValueError) as exc:
         print(f"fedml-prr: config error: {exc}", file=sys.stderr)
         return 2

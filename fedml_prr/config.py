@@ -37,6 +37,19 @@ FEDML_KEYS: Dict[str, type] = {
 }
 
 
+#: ``--paper-scale``: the paper's dermoscopy setup (spec section 4) on top of any config.
+PAPER_SCALE: Dict[str, Any] = {
+    "prr_image_size": 128,
+    "prr_model_options": {"width": 1.0},
+    "prr_dataset_options": {"scale": 1.0},
+    "comm_round": 50,
+    "epochs": 5,
+    "learning_rate": 0.01,
+    "prr_cpa_init_rounds": 15,
+    "prr_fedrep_head_epochs": 10,
+}
+
+
 class ConfigError(ValueError):
     """A configuration key is unknown, ill-typed or out of range."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from fedml_prr.algorithms.fedavg import train_epoch_cross_entropy
+from fedml_prr.algorithms.single_model import train_epoch
 from fedml_prr.api import federation_for, make_config
 from fedml_prr.core.averaging import weighted_average
 from fedml_prr.core.fourier import progressive_fourier_aggregate
@@ -95,7 +95,7 @@ def bench_epochs(config_path: Path, repeats: int) -> None:
     def fedavg_epoch():
         for s in silos:
             client = fed_trainer.clients[s]
-            train_epoch_cross_entropy(client, client.model, client.make_optimizer(client.model, 0))
+            train_epoch(client, client.model, client.make_optimizer(client.model, 0), client.batch_loss)
 
     t_fedavg = timed(fedavg_epoch, repeats)
     print(f"FedAvg epoch: {t_fedavg:6.2f} s")

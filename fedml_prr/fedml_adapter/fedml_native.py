@@ -73,6 +73,7 @@ class TrainingBatchSampler(Sampler[List[int]]):
                 yield list(range(start, min(start + self.batch_size, self.num_samples)))
 
     def __len__(self) -> int:
+        """Batches of a training pass (an evaluation pass may have one more)."""
         full, rest = divmod(self.num_samples, self.batch_size)
         return full + (1 if rest > 1 or (rest == 1 and self.num_samples == 1) else 0)
 
