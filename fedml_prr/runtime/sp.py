@@ -102,8 +102,16 @@ def run_single_process(config: RunConfig, federation: Federation, *, resume: boo
     progress:
         Show a tqdm progress bar over protocol steps.
     """
+    threads_before = torch.get_num_threads()
     if config.options.threads:
-        torch.set_num_threads(config.options.threads)
+        torch.set_num_threads(config.options.threads)  # process-wide: restored when the run ends
+    try:
+        return _run(config, federation, resume=resume, overwrite=overwrite, progress=progress)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(config: RunConfig, federation: Federation, *, resume: bool, overwrite: bool, progress: bool) -> RunResult:
     federation.validate()
     trainer, aggregator = build_participants(config, federation)
     server = aggregator.server
