@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..training.federated import FederatedServer, Message, StepInfo
+from ..training.federated import Message, StepInfo
 from . import register_algorithm
-from .single_model import SingleModelClient, cpu_state, train_epoch
+from .single_model import AveragingServer, SingleModelClient, cpu_state, train_epoch
 
 
 @dataclass(frozen=True)
@@ -34,22 +34,11 @@ class CentralizedClient(SingleModelClient):
         return {"state": cpu_state(self.model), "loss": self.last_loss} if self.ctx.silo == 0 else {}
 
 
-class CentralizedServer(FederatedServer):
-    def __init__(self, num_clients, schedule, params, seed) -> None:
-        super().__init__(num_clients, schedule, params, seed)
-        self.global_state = None
+class CentralizedServer(AveragingServer):
+    """Forwards the pooled trainer's model (silo 0) to every client."""
 
     def aggregate_step(self, info: StepInfo, uploads: Mapping[int, Message]) -> None:
         self.global_state = uploads[0]["state"]
-
-    def payload_for(self, silo: int, step: int) -> Message:
-        return {} if self.global_state is None else {"global": self.global_state}
-
-    def extra_state(self):
-        return {"global_state": self.global_state}
-
-    def load_extra_state(self, state):
-        self.global_state = state["global_state"]
 
 
 SPEC = register_algorithm("Centralized", client=CentralizedClient, server=CentralizedServer,
