@@ -64,7 +64,6 @@ def bench_pfa(repeats: int) -> None:
         t_avg = timed(lambda: weighted_average(states, weights), repeats)
         print(f"{label:<24} K={k:<3} {n_params / 1e6:5.2f} M params/client: PFA {t_pfa * 1e3:8.1f} ms, "
               f"weighted average {t_avg * 1e3:7.1f} ms, ratio {t_pfa / t_avg:5.1f}x")
-        del states
 
 
 def participants(config_path: Path, algorithm: str, **overrides):

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch.utils.data import TensorDataset
 
-from fedml_prr.api import make_config, run, run_federation
+from fedml_prr.api import run_federation
 from fedml_prr.cli import main
 from fedml_prr.data import federation_from_datasets
 

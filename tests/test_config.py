@@ -69,7 +69,6 @@ def test_missing_config_file(tmp_path):
 
 
 def test_every_key_is_documented():
-    import dataclasses
 
     from fedml_prr.algorithms import ALGORITHMS
     from fedml_prr.config import RunOptions, field_keys

@@ -12,7 +12,7 @@ serve several silos (as FedML's single-process simulator does): per-silo state i
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 from fedml.core import ClientTrainer, ServerAggregator
 
