@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 
 from ..training.federated import StepInfo
 from . import register_algorithm
@@ -28,12 +27,6 @@ class FedRepClient(SingleModelClient):
     def local_keys(self):
         return head_keys(self.model)
 
-    def _optimizer(self, names, round_idx: int) -> torch.optim.Optimizer:
-        s = self.ctx.schedule
-        params = [p for n, p in self.model.named_parameters() if n in names]
-        return torch.optim.SGD(params, lr=s.learning_rate_at(round_idx), momentum=s.momentum,
-                               weight_decay=s.weight_decay)
-
     def train_round(self, info: StepInfo) -> None:
         head = head_keys(self.model)
         names = [n for n, _ in self.model.named_parameters()]
@@ -41,7 +34,8 @@ class FedRepClient(SingleModelClient):
                              ({n for n in names if n not in head}, self.ctx.schedule.epochs)):
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name in part)
-            optimizer = self._optimizer(part, info.round_idx)
+            optimizer = self.make_optimizer([p for n, p in self.model.named_parameters() if n in part],
+                                            info.round_idx)
             for _ in range(epochs):
                 self.last_loss = train_epoch(self, self.model, optimizer, self.batch_loss)
         for p in self.model.parameters():

@@ -24,7 +24,7 @@ from ..core.averaging import average_keeping_local
 from ..core.fourier import TensorRole, infer_tensor_roles, pfa_ratio, progressive_fourier_aggregate
 from ..core.metrics import macro_f1
 from ..core.prototypes import PrototypeAccumulator, global_prototype, reset_prototypes
-from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo
+from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo, cpu_state
 from ..training.loops import predict, training_batches
 from . import register_algorithm
 
@@ -103,10 +103,6 @@ class PRRParams:
             raise ValueError("need prr_distill_temperature > 0, prr_cpa_tau > 1, prr_cpa_beta >= 0, prr_cpa_init_rounds >= 0")
 
 
-def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
 class PRRClient(FederatedClient):
     """Per-silo PRR state: P_k, D_k, prototypes, DET stage."""
 
@@ -163,7 +159,7 @@ class PRRClient(FederatedClient):
         out: Message = {"prototypes": self.local_protos.clone(), "prototype_counts": self.local_proto_counts.clone(),
                         "stage": int(self.stage)}
         if info.last_of_round and not info.last_of_run:
-            out["deputy"] = _cpu_state(self.deputy)
+            out["deputy"] = cpu_state(self.deputy)
         return out
 
     def reported_model(self) -> nn.Module:

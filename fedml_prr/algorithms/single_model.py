@@ -9,7 +9,7 @@ an extra regulariser (:meth:`SingleModelClient.regularizer`) or the local schedu
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set
+from typing import Callable, Dict, List, Mapping, Optional, Set
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from torch import nn
 
 from ..core.averaging import weighted_average
 from ..data.federation import ImageSplit
-from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo
+from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo, cpu_state
 from ..training.loops import training_batches
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -63,11 +63,6 @@ def train_epoch(client: FederatedClient, model: nn.Module, optimizer: torch.opti
         total += loss.detach()
         batches += 1
     return (total / max(batches, 1)).item()
-
-
-def cpu_state(model: nn.Module, keys: Optional[Iterable[str]] = None) -> Dict[str, torch.Tensor]:
-    state = model.state_dict()
-    return {k: state[k].detach().cpu().clone() for k in (keys if keys is not None else state)}
 
 
 class SingleModelClient(FederatedClient):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -97,6 +97,12 @@ def round_closed_by(step: int, spr: int) -> Optional[int]:
     if step < 2 or (step - 1) % spr != 0:
         return None
     return (step - 2) // spr
+
+
+def cpu_state(model: nn.Module, keys: Optional[Iterable[str]] = None) -> Dict[str, torch.Tensor]:
+    """Detached CPU copies of ``model``'s state (all keys, or ``keys``): what a client uploads."""
+    state = model.state_dict()
+    return {k: state[k].detach().cpu().clone() for k in (keys if keys is not None else state)}
 
 
 class FederatedClient(abc.ABC):
@@ -193,10 +199,12 @@ class FederatedClient(abc.ABC):
         """Inverse of :meth:`extra_state`."""
 
     # ----------------------------------------------------------------- helpers
-    def make_optimizer(self, model: nn.Module, round_idx: int) -> torch.optim.Optimizer:
-        """SGD of the schedule at ``round_idx`` (re-created each round, as the reference)."""
+    def make_optimizer(self, model: Union[nn.Module, Iterable[nn.Parameter]], round_idx: int) -> torch.optim.Optimizer:
+        """SGD of the schedule at ``round_idx`` over a model's (or the given) parameters;
+        re-created each round, as the reference."""
         s = self.ctx.schedule
-        return torch.optim.SGD(model.parameters(), lr=s.learning_rate_at(round_idx),
+        params = model.parameters() if isinstance(model, nn.Module) else model
+        return torch.optim.SGD(params, lr=s.learning_rate_at(round_idx),
                                momentum=s.momentum, weight_decay=s.weight_decay)
 
     def _evaluate_reported(self, splits) -> Dict[str, Dict[str, float]]:
