@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from ..training.federated import StepInfo
 from . import register_algorithm
 from .single_model import AveragingServer, SingleModelClient, head_keys, train_epoch
