@@ -19,6 +19,7 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "pillow>=9",
+        "nibabel==5.4.2",  # NIfTI volumes of the prostate MRI datasets
         "setuptools<81",  # fedml imports pkg_resources
     ],
     extras_require={
