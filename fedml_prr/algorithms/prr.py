@@ -18,19 +18,24 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 from torch import nn
 
-from ..core.cpa import cpa_loss, prototype_factor, seesaw_matrix
+from ..core.cpa import prototype_factor, seesaw_matrix
 from ..core.det import Stage, select_stage, stage_losses
 from ..core.averaging import average_keeping_local
 from ..core.fourier import TensorRole, infer_tensor_roles, pfa_ratio, progressive_fourier_aggregate
-from ..core.metrics import macro_f1
 from ..core.prototypes import PrototypeAccumulator, global_prototype, reset_prototypes
 from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo, cpu_state
-from ..training.loops import predict, training_batches
+from ..training.loops import training_batches
 from . import register_algorithm
 
 STAGE_ESTIMATES = ("faithful", "previous_epoch")
 GLOBAL_PROTOTYPES = ("gaussian", "mean")
 AGGREGATIONS = ("pfa", "average")
+
+#: Defaults of the segmentation variant (PRR_METHOD.md sections 2-3), applied by the config loader
+#: to every key a segmentation run's YAML does not set: t_init 1, tau 1, mean global prototype,
+#: distillation (softmax-map MSE) weighted by 10.
+SEGMENTATION_DEFAULTS = {"prr_cpa_init_rounds": 1, "prr_cpa_tau": 1.0, "prr_cpa_global_prototype": "mean",
+                         "prr_distill_weight": 10.0}
 
 
 @dataclass(frozen=True)
@@ -46,17 +51,19 @@ class PRRParams:
     pfa_sample_weighted:
         Weight the amplitude/phase averages by training-set size (reference: uniform).
     det_a1, det_a2:
-        DET stage thresholds on ``F1_D / F1_P``.
+        DET stage thresholds on ``F1_D / F1_P`` (segmentation: training Dice).
     det_stage_estimate:
         ``faithful``: macro-F1 of both models on the training split, eval mode, before each
         epoch (two extra passes); ``previous_epoch``: from the predictions gathered while
         training the previous epoch (no extra pass).
     distill_temperature, distill_weight:
-        KL temperature and weight of DET distillation (reference: 1 and 1).
+        Temperature and weight of DET distillation (reference: KL, 1 and 1; segmentation: MSE of
+        the softmax maps, weight 10).
     cpa_beta:
         Seesaw mitigation exponent.
     cpa_tau:
-        Prototype factor ``gamma = (1 + tau) / (cos + tau)``.
+        Prototype factor ``gamma = (1 + tau) / (cos + tau)`` (3; segmentation 1: the features are
+        non-negative, so ``cos >= 0``).
     cpa_init_rounds:
         Rounds of plain Seesaw loss before the prototype factor starts (``t_init``).
     cpa_global_prototype:
@@ -99,8 +106,8 @@ class PRRParams:
             raise ValueError(f"prr_cpa_global_prototype must be one of {GLOBAL_PROTOTYPES}, got {self.cpa_global_prototype!r}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"prr_aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
-        if self.distill_temperature <= 0 or self.cpa_tau <= 1 or self.cpa_beta < 0 or self.cpa_init_rounds < 0:
-            raise ValueError("need prr_distill_temperature > 0, prr_cpa_tau > 1, prr_cpa_beta >= 0, prr_cpa_init_rounds >= 0")
+        if self.distill_temperature <= 0 or self.cpa_tau <= 0 or self.cpa_beta < 0 or self.cpa_init_rounds < 0:
+            raise ValueError("need prr_distill_temperature > 0, prr_cpa_tau > 0, prr_cpa_beta >= 0, prr_cpa_init_rounds >= 0")
 
 
 class PRRClient(FederatedClient):
@@ -125,7 +132,7 @@ class PRRClient(FederatedClient):
         self.local_proto_counts = torch.zeros(ctx.num_classes, dtype=torch.int64)
         self.global_protos: Optional[torch.Tensor] = None
         self.stage = Stage.START
-        self.previous_predictions: Optional[Dict[str, torch.Tensor]] = None
+        self.previous_scores: Optional[Dict[str, float]] = None
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
         self.last_epoch: Dict[str, Any] = {}
         self.epoch_log: list = []  # one entry per local epoch of the current round
@@ -142,13 +149,15 @@ class PRRClient(FederatedClient):
             self.stage = Stage.START
             self.local_protos = reset_prototypes(self.ctx.num_classes, self.feature_dim)
             self.local_proto_counts.zero_()
-            self.previous_predictions = None
+            self.previous_scores = None
             self.optimizers = {name: self.make_optimizer(m, info.round_idx) for name, m in self.models.items()}
             self.epoch_log = []
         f1_personal, f1_deputy = self._stage_f1()
         self.stage = select_stage(f1_personal, f1_deputy, self.stage, self.params.det_a1, self.params.det_a2)
         self._train_epoch(self._prototype_gamma(info.round_idx))
-        self.last_epoch.update(stage=int(self.stage), f1_personal_train=f1_personal, f1_deputy_train=f1_deputy)
+        name = self.task.score_name  # f1 (segmentation: dice)
+        self.last_epoch.update({"stage": int(self.stage), f"{name}_personal_train": f1_personal,
+                                f"{name}_deputy_train": f1_deputy})
         self.epoch_log.append(dict(self.last_epoch))
 
     def round_info(self) -> Dict[str, Any]:
@@ -167,17 +176,14 @@ class PRRClient(FederatedClient):
 
     # ----------------------------------------------------------------- DET and CPA
     def _stage_f1(self):
-        """Training macro-F1 of (P, D) for the stage choice; NaN when the stage is forced."""
+        """Training macro-F1 (segmentation: Dice) of (P, D) for the stage choice; NaN when the stage is forced."""
         if self.stage is Stage.START or self.single_model:
             return float("nan"), float("nan")  # the first epoch of a round is always RECOVER
-        c = self.ctx.num_classes
         if self.params.det_stage_estimate == "previous_epoch":
-            p = self.previous_predictions
-            return macro_f1(p["labels"], p["personal"], c), macro_f1(p["labels"], p["deputy"], c)
-        bs = self.ctx.eval_batch_size
-        probs_p, labels = predict(self.personal, self.train_split, bs)
-        probs_d, _ = predict(self.deputy, self.train_split, bs)
-        return macro_f1(labels, probs_p.argmax(1), c), macro_f1(labels, probs_d.argmax(1), c)
+            return self.previous_scores["personal"], self.previous_scores["deputy"]
+        c, bs = self.ctx.num_classes, self.ctx.eval_batch_size
+        return (self.task.score(self.personal, self.train_split, c, bs),
+                self.task.score(self.deputy, self.train_split, c, bs))
 
     def _prototype_gamma(self, round_idx: int) -> Optional[torch.Tensor]:
         """CPA phase 2 factor, or None during the first ``cpa_init_rounds`` rounds."""
@@ -194,7 +200,7 @@ class PRRClient(FederatedClient):
         seesaw = seesaw_matrix(self.global_class_counts, beta).to(self.ctx.device)
         split, device = self.train_split, self.ctx.device
         accumulator = PrototypeAccumulator(self.ctx.num_classes, self.feature_dim, device)
-        predictions = {"personal": [], "deputy": [], "labels": []}
+        trackers = {name: self.task.score_tracker(self.ctx.num_classes) for name in ("personal", "deputy")}
         loss_sums = torch.zeros(2, device=device)
         batches = 0
         self.personal.train()
@@ -203,27 +209,27 @@ class PRRClient(FederatedClient):
             z_p, f_p = self.personal(x)
             if self.single_model:
                 z_d = z_p
-                loss_p = loss_d = cpa_loss(z_p, y, seesaw, gamma)
+                loss_p = loss_d = self.task.loss(z_p, y, seesaw=seesaw, gamma=gamma)
                 total = loss_p
             else:
                 z_d, _ = self.deputy(x)
                 loss_p, loss_d = stage_losses(
-                    self.stage, z_p, z_d, cpa_loss(z_p, y, seesaw, gamma), cpa_loss(z_d, y, seesaw, gamma),
-                    temperature=self.params.distill_temperature, weight=self.params.distill_weight)
+                    self.stage, z_p, z_d, self.task.loss(z_p, y, seesaw=seesaw, gamma=gamma),
+                    self.task.loss(z_d, y, seesaw=seesaw, gamma=gamma), temperature=self.params.distill_temperature,
+                    weight=self.params.distill_weight, distillation=self.task.distillation)
                 total = loss_p + loss_d  # teachers are detached: each loss reaches one model only
             for opt in self.optimizers.values():
                 opt.zero_grad(set_to_none=True)
             total.backward()
             for opt in self.optimizers.values():
                 opt.step()
-            accumulator.add(f_p, y)
+            self.task.add_prototypes(accumulator, f_p, y)
             loss_sums += torch.stack([loss_p.detach(), loss_d.detach()])
             batches += 1
-            predictions["personal"].append(z_p.detach().argmax(1))
-            predictions["deputy"].append(z_d.detach().argmax(1))
-            predictions["labels"].append(y)
+            trackers["personal"].add(z_p, y)
+            trackers["deputy"].add(z_d, y)
         self.local_protos, self.local_proto_counts = (t.cpu() for t in accumulator.prototypes())
-        self.previous_predictions = {k: torch.cat(v) for k, v in predictions.items()}
+        self.previous_scores = {name: tracker.score() for name, tracker in trackers.items()}
         mean_losses = (loss_sums / max(batches, 1)).tolist()
         self.last_epoch = {"loss_personal": mean_losses[0], "loss_deputy": mean_losses[1]}
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Mapping, Optional, Set
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.averaging import weighted_average
@@ -88,7 +87,8 @@ class SingleModelClient(FederatedClient):
         return set()
 
     def batch_loss(self, logits: torch.Tensor, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, targets)
+        """Cross-entropy (segmentation: per-pixel CE + Dice), the task's plain loss."""
+        return self.task.loss(logits, targets)
 
     def regularizer(self) -> Optional[torch.Tensor]:
         """Extra term added to every batch's loss (None: nothing)."""

@@ -8,7 +8,7 @@ chosen from the two models' training macro-F1; the stage decides who distils int
 from __future__ import annotations
 
 import enum
-from typing import Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +78,12 @@ def stage_losses(
     *,
     temperature: float = 1.0,
     weight: float = 1.0,
+    distillation: Optional[Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Losses of (P, D) for one batch under ``stage`` (table of spec section 2).
+
+    ``distillation(student, teacher, temperature)`` defaults to :func:`kl_distillation`; the
+    segmentation variant passes the softmax-map MSE (``weight`` 10).
 
     =========== ======================= =======================
     stage       loss of P               loss of D
@@ -92,9 +96,10 @@ def stage_losses(
     stage = Stage(stage)
     if stage is Stage.START:
         raise ValueError("select a stage before training (Stage.START is not a training stage)")
+    distill = kl_distillation if distillation is None else distillation
     loss_p, loss_d = personal_task_loss, deputy_task_loss
     if stage in (Stage.EXCHANGE, Stage.SUBLIMATE):
-        loss_p = loss_p + weight * kl_distillation(personal_logits, deputy_logits, temperature)
+        loss_p = loss_p + weight * distill(personal_logits, deputy_logits, temperature)
     if stage in (Stage.RECOVER, Stage.EXCHANGE):
-        loss_d = loss_d + weight * kl_distillation(deputy_logits, personal_logits, temperature)
+        loss_d = loss_d + weight * distill(deputy_logits, personal_logits, temperature)
     return loss_p, loss_d

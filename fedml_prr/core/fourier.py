@@ -151,12 +151,17 @@ def infer_tensor_roles(
 
     A module prefix ``p`` is BatchNorm when ``p.running_mean`` is in the state; all its entries
     are LOCAL.  ``classifier_key`` defaults to the last 2-D floating weight in the state's order
-    (the final ``nn.Linear`` of a ``state_dict()``).
+    (the final ``nn.Linear`` of a ``state_dict()``); a state without any 2-D weight (a segmentation
+    net) takes its last ``[C, D, 1, 1]`` convolution, the per-pixel classifier, which is then
+    mixed like a linear classifier (one 1-D transform per class row), not as a conv matrix.
     """
     bn_prefixes = {k[: -len("running_mean")] for k in state if k.endswith("running_mean")}
     if classifier_key is None:
         candidates = [k for k, v in state.items()
                       if v.dim() == 2 and v.is_floating_point() and not any(k.startswith(p) for p in bn_prefixes)]
+        if not candidates:  # a segmentation net: its final 1x1 convolution is the per-pixel classifier
+            candidates = [k for k, v in state.items() if v.dim() == 4 and tuple(v.shape[2:]) == (1, 1)
+                          and v.is_floating_point() and not any(k.startswith(p) for p in bn_prefixes)]
         classifier_key = candidates[-1] if candidates else None
     elif classifier_key not in state:
         raise KeyError(f"classifier_key {classifier_key!r} is not in the state dict")
@@ -170,7 +175,7 @@ def infer_tensor_roles(
             roles[key] = TensorRole.LOCAL
         elif not value.is_floating_point():
             roles[key] = TensorRole.UNTOUCHED
-        elif value.dim() == 4:
+        elif value.dim() == 4 and not (key == classifier_key and tuple(value.shape[2:]) == (1, 1)):
             roles[key] = TensorRole.CONV
         elif key == classifier_key:
             roles[key] = TensorRole.CLASSIFIER
@@ -259,8 +264,9 @@ def progressive_fourier_aggregate(
             mixed = _matrix_to_conv(matrix, stacked.shape[1:])
         elif role is TensorRole.LINEAR:
             mixed = fourier_mix(stacked, ratio, dims=2, share_phase=share_phase, weights=weights)
-        else:  # CLASSIFIER: each class row its own 1-D transform
-            mixed = fourier_mix(stacked, ratio, dims=1, share_phase=share_phase, weights=weights)
+        else:  # CLASSIFIER [C, D] (or a 1x1 conv [C, D, 1, 1]): each class row its own 1-D transform
+            mixed = fourier_mix(stacked.flatten(2), ratio, dims=1, share_phase=share_phase,
+                                weights=weights).reshape(stacked.shape)
         for k, out in enumerate(outputs):
             out[key] = mixed[k].clone()
     return outputs

@@ -31,6 +31,12 @@ class PrototypeAccumulator:
         self.sums.index_add_(0, labels, features.detach().to(self.sums.dtype))
         self.counts.index_add_(0, labels, torch.ones_like(labels))
 
+    def add_sums(self, sums: torch.Tensor, counts: torch.Tensor) -> None:
+        """Accumulate precomputed per-class ``sums`` [C, D] over ``counts`` [C] samples (or pixels:
+        the masked means of segmentation, :func:`~fedml_prr.core.segmentation.masked_feature_sums`)."""
+        self.sums += sums.detach().to(self.sums.dtype)
+        self.counts += counts.to(self.counts.dtype)
+
     def prototypes(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """``([C, D] float32 means, [C] counts)``; classes never seen are all ones."""
         means = self.sums / self.counts.clamp_min(1)[:, None].to(self.sums.dtype)

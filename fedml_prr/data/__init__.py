@@ -1,10 +1,11 @@
 """Datasets as federations: the data model, the dataset registry and batched augmentation.
 
 Pure torch / numpy / PIL; nothing here imports ``fedml``. Importing the package registers the
-built-in datasets (``derm_synthetic``, ``image_folder``).
+built-in datasets (``derm_synthetic``, ``image_folder``, ``prostate_synthetic``, ``prostate_saml``,
+``prostate_prr``).
 """
 
-from fedml_prr.data import folder, synthetic_derm  # noqa: F401  (registers the datasets)
+from fedml_prr.data import folder, prostate, synthetic_derm, synthetic_prostate  # noqa: F401  (registers the datasets)
 from fedml_prr.data.federation import (
     DATASETS,
     ClientData,
@@ -19,6 +20,7 @@ __all__ = [
     "Federation",
     "ImageSplit",
     "build_federation",
+    "dataset_task",
     "federation_from_datasets",
 ]
 
@@ -26,3 +28,9 @@ __all__ = [
 def build_federation(name: str, *, seed: int, image_size: int, **options: object) -> Federation:
     """Build the registered dataset ``name``; an unknown name raises ``KeyError`` listing them all."""
     return DATASETS.get(name)(seed=seed, image_size=image_size, **options)
+
+
+def dataset_task(name: str) -> str:
+    """``"segmentation"`` or ``"classification"`` for a registered dataset (unknown names:
+    classification; building them raises the registry's error)."""
+    return getattr(DATASETS.get(name), "task", "classification") if name in DATASETS else "classification"

@@ -106,3 +106,62 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Ten
         x[affine.to(device)] = F.grid_sample(x[affine.to(device)], grid, mode="bilinear",
                                              padding_mode="reflection", align_corners=False)
     return x.clamp(0, 1) * 2.0 - 1.0
+
+
+def augment_segmentation_batch(images: torch.Tensor, masks: torch.Tensor,
+                               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same pipeline for segmentation: geometry applied identically to images and masks.
+
+    Flips and the shift/scale/rotation act on both (the mask resampled with nearest neighbour
+    and the same reflection padding, so labels stay integers and follow the image); brightness
+    and blur or noise act on the image only.  Same probabilities and ranges as
+    :func:`augment_batch`; draws come from ``generator`` (the client's own).
+
+    Parameters
+    ----------
+    images:
+        ``uint8 [B, 3, H, W]``.
+    masks:
+        ``[B, H, W]`` class indices (any integer dtype).
+
+    Returns
+    -------
+    ``(float32 [B, 3, H, W] in [-1, 1], int64 [B, H, W])`` on ``images.device``.
+    """
+    _check(images)
+    if masks.shape != (images.shape[0], *images.shape[2:]):
+        raise ValueError(f"masks must be [B, H, W] matching images {tuple(images.shape)}, got {tuple(masks.shape)}")
+    if generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU torch.Generator, got one on {generator.device}")
+    device, b = images.device, images.shape[0]
+    u = torch.rand(b, 8, generator=generator)
+    x, y = images.float() / 255.0, masks.to(device=device, dtype=torch.float32)[:, None]
+
+    for column, dim in ((0, 2), (1, 3)):
+        flip = (u[:, column] < _P_FLIP).to(device).view(-1, 1, 1, 1)
+        x, y = torch.where(flip, x.flip(dim), x), torch.where(flip, y.flip(dim), y)
+
+    delta = torch.where(u[:, 2] < _P_BRIGHTNESS, (2 * u[:, 3] - 1) * _BRIGHTNESS, 0.0)
+    x = (x + delta.to(device).view(-1, 1, 1, 1)).clamp(0, 1)
+
+    choice = torch.where(u[:, 4] < _P_BLUR_OR_NOISE, (u[:, 5] * 3).long().clamp(max=2), -1)
+    median, gauss, noise = (torch.nonzero(choice == c).flatten().to(device) for c in range(3))
+    x = x.clone()
+    if len(median):
+        x[median] = _median_blur3(x[median])
+    if len(gauss):
+        x[gauss] = _gaussian_blur3(x[gauss])
+    if len(noise):
+        var = _NOISE_VAR[0] + (_NOISE_VAR[1] - _NOISE_VAR[0]) * u[choice == 2, 6]
+        eps = torch.randn((len(noise), *x.shape[1:]), generator=generator) * (var.sqrt() / 255).view(-1, 1, 1, 1)
+        x[noise] = (x[noise] + eps.to(device)).clamp(0, 1)
+
+    affine = torch.nonzero(u[:, 7] < _P_AFFINE).flatten()
+    if len(affine):
+        theta = _affine_theta(torch.rand(len(affine), 4, generator=generator)).to(device)
+        grid = F.affine_grid(theta, [len(affine), *x.shape[1:]], align_corners=False)
+        index = affine.to(device)
+        x[index] = F.grid_sample(x[index], grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        y = y.clone()
+        y[index] = F.grid_sample(y[index], grid, mode="nearest", padding_mode="reflection", align_corners=False)
+    return x.clamp(0, 1) * 2.0 - 1.0, y[:, 0].round().long()

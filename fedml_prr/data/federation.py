@@ -38,7 +38,8 @@ class ImageSplit:
     images:
         ``uint8`` tensor ``[N, 3, H, W]``.
     labels:
-        ``int64`` tensor ``[N]`` of class indices.
+        ``int64`` tensor ``[N]`` of class indices (classification), or a segmentation mask per
+        image: ``uint8`` or ``int64`` ``[N, H, W]`` of class indices (:attr:`is_segmentation`).
 
     Equality is identity (tensors have no single truth value).
     """
@@ -51,7 +52,11 @@ class ImageSplit:
             raise ValueError(
                 f"images must be a uint8 tensor [N, 3, H, W], got {self.images.dtype} {tuple(self.images.shape)}"
             )
-        if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
+        if self.labels.dim() == 3:  # segmentation masks
+            if self.labels.dtype not in (torch.uint8, torch.int64) or self.labels.shape[1:] != self.images.shape[2:]:
+                raise ValueError(f"masks must be uint8 or int64 [N, H, W] matching images {tuple(self.images.shape)}, "
+                                 f"got {self.labels.dtype} {tuple(self.labels.shape)}")
+        elif self.labels.dtype != torch.int64 or self.labels.dim() != 1:
             raise ValueError(f"labels must be an int64 tensor [N], got {self.labels.dtype} {tuple(self.labels.shape)}")
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels; they must match one to one")
@@ -59,9 +64,16 @@ class ImageSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def is_segmentation(self) -> bool:
+        """True when ``labels`` are per-pixel masks ``[N, H, W]``."""
+        return self.labels.dim() == 3
+
     def class_counts(self, num_classes: int) -> torch.Tensor:
-        """``int64 [num_classes]``: how many samples carry each label (on CPU)."""
+        """``int64 [num_classes]``: how many samples (segmentation: pixels) carry each label (on CPU)."""
         labels = self.labels.cpu()
+        if self.is_segmentation:
+            labels = labels.reshape(-1).long()
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(f"labels span [{labels.min()}, {labels.max()}], outside [0, {num_classes})")
         return torch.bincount(labels, minlength=num_classes)
@@ -115,6 +127,11 @@ class Federation:
         return len(self.class_names)
 
     @property
+    def task(self) -> str:
+        """``"segmentation"`` when the labels are per-pixel masks, else ``"classification"``."""
+        return "segmentation" if self.clients[0].train.is_segmentation else "classification"
+
+    @property
     def image_size(self) -> int:
         """Image height ``H`` (images are ``H x W``, normally square)."""
         return int(self.clients[0].train.images.shape[2])
@@ -134,6 +151,9 @@ class Federation:
                 raise ValueError(f"client {client.name!r} has an empty train split; give it training images or drop it")
             for split in SPLITS:
                 part = client.split(split)
+                if part.is_segmentation != self.clients[0].train.is_segmentation:
+                    raise ValueError(f"client {client.name!r} {split} mixes masks and image labels with the other "
+                                     "splits; a federation is either classification or segmentation")
                 if len(part) and tuple(part.images.shape[2:]) != size:
                     raise ValueError(
                         f"client {client.name!r} {split} images are {tuple(part.images.shape[2:])}, "
@@ -147,7 +167,10 @@ class Federation:
                     )
 
     def describe(self) -> str:
-        """A plain-text table of per-client, per-split class counts."""
+        """A plain-text table of per-client, per-split class counts (segmentation: slices and
+        the percentage of pixels of each class)."""
+        if self.task == "segmentation":
+            return self._describe_segmentation()
         width = max(6, *(len(n) + 1 for n in self.class_names))
         head = f"{'client':<10}{'split':<7}" + "".join(f"{n:>{width}}" for n in self.class_names) + f"{'total':>8}"
         lines = [
@@ -160,6 +183,19 @@ class Federation:
                 counts = client.split(split).class_counts(self.num_classes).tolist()
                 cells = "".join(f"{n:>{width}}" for n in counts)
                 lines.append(f"{client.name:<10}{split:<7}{cells}{sum(counts):>8}")
+        return "\n".join(lines)
+
+
+    def _describe_segmentation(self) -> str:
+        head = f"{'client':<10}{'split':<7}{'slices':>8}" + "".join(f"{n + ' %':>14}" for n in self.class_names)
+        lines = [f"{self.name}: {len(self.clients)} clients, segmentation of {self.num_classes} classes, "
+                 f"slices {self.image_size}x{self.image_size}", head]
+        for client in self.clients:
+            for split in SPLITS:
+                part = client.split(split)
+                counts = part.class_counts(self.num_classes).double()
+                share = (100 * counts / counts.sum().clamp_min(1)).tolist()
+                lines.append(f"{client.name:<10}{split:<7}{len(part):>8}" + "".join(f"{v:>14.2f}" for v in share))
         return "\n".join(lines)
 
 

@@ -13,8 +13,8 @@ Evaluation and retrogress
 At the end of each algorithm round a client evaluates its *reported* model (the one whose
 metrics the paper reports: PRR's personalized model, FedAvg's copy of the global model) on its
 valid and test splits, once just before it receives the server's next message and once just
-after.  ``retrogress`` = test macro-F1 after - before (negative: the server's model made the
-client worse).  The round's record carries the *after* metrics, which are those of the model
+after.  ``retrogress`` = test macro-F1 (segmentation: Dice) after - before (negative: the
+server's model made the client worse).  The round's record carries the *after* metrics, which are those of the model
 the client holds going into the next round.
 """
 
@@ -30,7 +30,7 @@ from torch import nn
 
 from ..config import TrainSchedule
 from ..data.federation import ClientData, ImageSplit
-from .loops import evaluate
+from .tasks import task_for
 
 Message = Dict[str, Any]
 
@@ -128,7 +128,8 @@ class FederatedClient(abc.ABC):
         self.train_split = ctx.data.train.to(ctx.device)
         self.valid_split = ctx.data.valid.to(ctx.device)
         self.test_split = ctx.data.test.to(ctx.device)
-        self.class_counts = ctx.data.train.class_counts(ctx.num_classes)
+        self.task = task_for(ctx.data.train)  # classification or segmentation, from the labels' shape
+        self.class_counts = ctx.data.train.class_counts(ctx.num_classes)  # segmentation: pixel counts
         self.global_class_counts: Optional[torch.Tensor] = None
         self.models: Dict[str, nn.Module] = {}
         self._before: Dict[int, Dict[str, Dict[str, float]]] = {}
@@ -210,12 +211,14 @@ class FederatedClient(abc.ABC):
     def _evaluate_reported(self, splits) -> Dict[str, Dict[str, float]]:
         model = self.reported_model()
         by_name = {"valid": self.valid_split, "test": self.test_split}
-        return {name: evaluate(model, by_name[name], self.ctx.num_classes, self.ctx.eval_batch_size) for name in splits}
+        return {name: self.task.evaluate(model, by_name[name], self.ctx.num_classes, self.ctx.eval_batch_size)
+                for name in splits}
 
     def _record_round(self, round_idx: int) -> None:
         before = self._before.pop(round_idx)
         after = self._evaluate_reported(("valid", "test")) if self.REPORTED_MODEL_REPLACED_ON_RECEIVE else before
-        f1_before, f1_after = before["test"]["macro_f1"], after["test"]["macro_f1"]
+        metric = self.task.selection_metric  # macro-F1 (segmentation: Dice)
+        f1_before, f1_after = before["test"][metric], after["test"][metric]
         retrogress = f1_after - f1_before if not (math.isnan(f1_before) or math.isnan(f1_after)) else float("nan")
         self._records.append({
             "round": round_idx, "silo": self.ctx.silo, "client": self.ctx.data.name,

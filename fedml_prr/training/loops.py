@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..core.metrics import classification_metrics
-from ..data.augment import augment_batch, to_model_input
+from ..data.augment import augment_batch, augment_segmentation_batch, to_model_input
 from ..data.federation import ImageSplit
 
 
@@ -31,11 +31,16 @@ def training_batches(split: ImageSplit, batch_size: int, generator: torch.Genera
     """Shuffled ``(inputs [B, 3, H, W] in [-1, 1], labels [B])`` batches of one epoch.
 
     Shuffling and augmentation both draw from ``generator`` (the client's own), so an epoch is
-    reproducible from the generator state; the images stay on their device.
+    reproducible from the generator state; the images stay on their device.  A segmentation
+    split yields int64 masks ``[B, H, W]`` instead of labels, augmented with their images.
     """
     for idx in batch_indices(len(split), batch_size, generator):
         idx = idx.to(split.images.device)
         images = split.images[idx]
+        if split.is_segmentation:
+            masks = split.labels[idx]
+            yield augment_segmentation_batch(images, masks, generator) if augment else (to_model_input(images), masks.long())
+            continue
         yield (augment_batch(images, generator) if augment else to_model_input(images)), split.labels[idx]
 
 
