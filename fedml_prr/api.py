@@ -22,8 +22,9 @@ from typing import Any, Mapping, Optional, Union
 import yaml
 
 from .algorithms import ALGORITHMS
-from .config import RunConfig, load_config
-from .data import build_federation
+from .algorithms.prr import SEGMENTATION_DEFAULTS
+from .config import RunConfig, flatten_sections, load_config
+from .data import build_federation, dataset_task
 from .data.federation import Federation
 
 ConfigSource = Union[str, Path, Mapping[str, Any], None]
@@ -42,19 +43,26 @@ def read_yaml(path: Union[str, Path]) -> Mapping[str, Any]:
 
 def make_config(source: ConfigSource = None, *, algorithm: Optional[str] = None,
                 overrides: Optional[Mapping[str, Any]] = None) -> RunConfig:
-    """Validate a config (YAML path, parsed mapping or None for all defaults) into a RunConfig."""
+    """Validate a config (YAML path, parsed mapping or None for all defaults) into a RunConfig.
+
+    A segmentation dataset brings PRR's segmentation defaults (:data:`~fedml_prr.algorithms.prr.SEGMENTATION_DEFAULTS`)
+    for every key the YAML and ``overrides`` leave unset.
+    """
     document = {} if source is None else (read_yaml(source) if isinstance(source, (str, Path)) else source)
     merged = dict(overrides or {})
     if algorithm is not None:
         merged["federated_optimizer"] = algorithm
     params = {ALGORITHMS.canonical_name(n): ALGORITHMS.get(n).params for n in ALGORITHMS.names()}
-    return load_config(document, algorithm_params=params, algorithm_names=ALGORITHMS.names(), overrides=merged)
+    dataset = merged.get("dataset", flatten_sections(document)[0].get("dataset", "derm_synthetic"))
+    defaults = SEGMENTATION_DEFAULTS if dataset_task(str(dataset)) == "segmentation" else None
+    return load_config(document, algorithm_params=params, algorithm_names=ALGORITHMS.names(), overrides=merged,
+                       prr_defaults=defaults)
 
 
 def federation_for(config: RunConfig) -> Federation:
     """Build the config's registered dataset."""
     options = dict(config.options.dataset_options)
-    if config.data_root is not None and config.dataset != "derm_synthetic":
+    if config.data_root is not None and config.dataset not in ("derm_synthetic", "prostate_synthetic"):
         options.setdefault("root", config.data_root)
     return build_federation(config.dataset, seed=config.seed, image_size=config.options.image_size, **options)
 

@@ -42,8 +42,29 @@ def _pct(value: float) -> str:
     return "  -  " if value is None or math.isnan(value) else f"{100 * value:5.1f}"
 
 
+def format_segmentation_table(summary: Mapping[str, Any]) -> str:
+    """:func:`format_table` for a segmentation run: Dice, IoU, pixel accuracy, recall per client."""
+    selected, retro = summary["selected"], summary["retrogress"]["clients"]
+    header = f"{'client':<12} {'n':>5} {'Dice':>6} {'IoU':>6} {'acc':>6} {'recall':>6} {'retro':>6}"
+    lines = [f"{summary['algorithm']} on {summary['dataset']} - test metrics (%) at the selected round "
+             f"{summary['selected_round']} (best mean valid Dice), seed {summary['seed']}", header, "-" * len(header)]
+    for client, m in selected["clients"].items():
+        t = m["test"]
+        lines.append(f"{client:<12} {t['n']:>5} {_pct(t['dice']):>6} {_pct(t['iou']):>6} {_pct(t['accuracy']):>6} "
+                     f"{_pct(t['recall']):>6} {_pct(retro.get(client, float('nan'))):>6}")
+    mean, final = selected["mean"], summary["final"]["mean"]
+    lines.append("-" * len(header))
+    lines.append(f"{'Average':<12} {'':>5} {_pct(mean['dice']):>6} {_pct(mean['iou']):>6} {_pct(mean['accuracy']):>6} "
+                 f"{_pct(mean['recall']):>6} {_pct(summary['retrogress']['mean']):>6}")
+    lines.append(f"final round {summary['last_round']}: mean Dice {_pct(final['dice']).strip()}, "
+                 f"IoU {_pct(final['iou']).strip()}; wall time {summary['wall_time_s']:.0f} s")
+    return "\n".join(lines)
+
+
 def format_table(summary: Mapping[str, Any]) -> str:
     """Per-client test metrics of the selected round, with unweighted and weighted averages."""
+    if summary.get("task") == "segmentation":
+        return format_segmentation_table(summary)
     selected = summary["selected"]
     retro = summary["retrogress"]["clients"]
     header = f"{'client':<12} {'n':>5} {'acc':>6} {'bacc':>6} {'F1':>6} {'AUC':>6} {'retro':>6}"

@@ -227,6 +227,7 @@ def load_config(
     algorithm_params: Mapping[str, type],
     algorithm_names: Iterable[str],
     overrides: Optional[Mapping[str, Any]] = None,
+    prr_defaults: Optional[Mapping[str, Any]] = None,
 ) -> RunConfig:
     """Validate a FedML YAML document into a :class:`RunConfig`.
 
@@ -241,10 +242,15 @@ def load_config(
     overrides:
         ``key -> value`` applied after the YAML (``--set``); a key is routed to ``prr_args``
         when it starts with ``prr_``.
+    prr_defaults:
+        ``prr_`` keys used when neither the YAML nor ``overrides`` sets them (the dataset's task
+        defaults, e.g. PRR's segmentation variant).
     """
     fedml_keys, prr_keys = flatten_sections(document)
     for key, value in (overrides or {}).items():
         (prr_keys if key.startswith("prr_") else fedml_keys)[key] = value
+    for key, value in (prr_defaults or {}).items():
+        prr_keys.setdefault(key, value)
 
     valid_prr = set(field_keys(RunOptions)) | {"prr_data_root", "prr_lr_decay_every", "prr_lr_decay_factor"}
     for params_cls in algorithm_params.values():

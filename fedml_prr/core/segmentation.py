@@ -9,9 +9,11 @@ Shapes: logits ``[N, C, H, W]``, masks ``[N, H, W]`` of class indices, features
 ``[N, D, h, w]`` (any ``h, w``; usually a downsampled grid).  Nothing here mutates its inputs.
 
 Empty-mask convention (metrics): a slice whose ground truth and prediction are both empty for a
-class scores Dice = IoU = 1 for that class (perfect agreement); a slice with an empty ground
-truth but some predicted pixels scores 0.  Recall is pooled over the pixels of a split and is NaN
-when the split has no foreground pixel.
+class has no Dice or IoU for that class (NaN, left out of every mean: there was nothing to
+segment and nothing was predicted); a slice with an empty ground truth but some predicted pixels
+scores 0, so false positives on empty slices are punished and predicting nothing never scores.
+A split on which every slice is empty in both scores 1.  Recall is pooled over the pixels of a
+split and is NaN when the split has no foreground pixel.
 """
 
 from __future__ import annotations
@@ -123,6 +125,20 @@ def masked_feature_sums(features: torch.Tensor, masks: torch.Tensor, num_classes
 
 # ----------------------------------------------------------------------------- metrics
 
+def _nanmean(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean over ``dim`` ignoring NaN; NaN where every entry is NaN."""
+    valid = ~torch.isnan(x)
+    total = torch.where(valid, x, torch.zeros_like(x)).sum(dim)
+    count = valid.sum(dim)
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
+
+
+def mean_slice_score(scores: torch.Tensor) -> float:
+    """Mean of per-slice scores leaving out NaN (slices empty in both); 1.0 when all are NaN."""
+    value = _nanmean(scores.reshape(1, -1), 1)[0]
+    return 1.0 if torch.isnan(value) else float(value)
+
+
 def slice_scores(pred: torch.Tensor, masks: torch.Tensor, num_classes: int) -> Dict[str, torch.Tensor]:
     """Per-slice foreground Dice and IoU plus pooled pixel counts of one batch.
 
@@ -135,7 +151,7 @@ def slice_scores(pred: torch.Tensor, masks: torch.Tensor, num_classes: int) -> D
     -------
     dict
         ``dice``, ``iou``: ``[N]`` float64, the mean over foreground classes ``1 .. C-1`` of the
-        per-slice score (empty-mask convention in the module docstring); ``tp``, ``fp``, ``fn``:
+        per-slice score, NaN where every class is empty in both (module docstring); ``tp``, ``fp``, ``fn``:
         ``[C]`` pooled pixel counts; ``correct``, ``pixels``: scalars for pixel accuracy.
     """
     if pred.shape != masks.shape or pred.dim() != 3:
@@ -146,10 +162,11 @@ def slice_scores(pred: torch.Tensor, masks: torch.Tensor, num_classes: int) -> D
     tp, p_sum, g_sum = (p * g).sum(1), p.sum(1), g.sum(1)  # [N, C]
     fp, fn = p_sum - tp, g_sum - tp
     empty = (p_sum + g_sum) == 0
-    dice = torch.where(empty, torch.ones_like(tp), 2 * tp / (p_sum + g_sum).clamp_min(1))
-    iou = torch.where(empty, torch.ones_like(tp), tp / (tp + fp + fn).clamp_min(1))
+    nan = torch.full_like(tp, math.nan)
+    dice = torch.where(empty, nan, 2 * tp / (p_sum + g_sum).clamp_min(1))
+    iou = torch.where(empty, nan, tp / (tp + fp + fn).clamp_min(1))
     fg = slice(1, None) if num_classes > 1 else slice(None)
-    return {"dice": dice[:, fg].mean(1), "iou": iou[:, fg].mean(1), "tp": tp.sum(0), "fp": fp.sum(0),
+    return {"dice": _nanmean(dice[:, fg], 1), "iou": _nanmean(iou[:, fg], 1), "tp": tp.sum(0), "fp": fp.sum(0),
             "fn": fn.sum(0), "correct": (pred == masks).sum().to(torch.float64),
             "pixels": torch.tensor(float(pred.numel()), dtype=torch.float64)}
 
@@ -157,7 +174,7 @@ def slice_scores(pred: torch.Tensor, masks: torch.Tensor, num_classes: int) -> D
 def combine_scores(parts: Dict[str, list]) -> Dict[str, float]:
     """Client metrics from the :func:`slice_scores` of every batch of a split.
 
-    Returns ``dice`` and ``iou`` (mean over slices), ``accuracy`` (pixel accuracy), ``recall``
+    Returns ``dice`` and ``iou`` (mean over the slices that have one, 1 if none has), ``accuracy`` (pixel accuracy), ``recall``
     (pooled foreground recall, NaN without foreground pixels) and ``dice_global`` (Dice of the
     pooled pixel counts, ``2 TP / (2 TP + FP + FN)``, 1 when nothing is foreground anywhere),
     each in ``[0, 1]``.  Foreground classes are averaged as in :func:`slice_scores`.
@@ -172,8 +189,8 @@ def combine_scores(parts: Dict[str, list]) -> Dict[str, float]:
     denominator = 2 * tp + fp + fn
     dice_global = torch.where(denominator > 0, 2 * tp / denominator.clamp_min(1), torch.ones_like(tp))
     return {
-        "dice": float(torch.cat(parts["dice"]).mean()),
-        "iou": float(torch.cat(parts["iou"]).mean()),
+        "dice": mean_slice_score(torch.cat(parts["dice"])),
+        "iou": mean_slice_score(torch.cat(parts["iou"])),
         "accuracy": float(torch.stack(parts["correct"]).sum() / torch.stack(parts["pixels"]).sum()),
         "recall": float(recall.mean()) if recall.numel() else math.nan,
         "dice_global": float(dice_global.mean()),

@@ -6,6 +6,8 @@ Layout of a comparison folder ``<out>``::
     <out>/table.md, <out>/table.csv      one row per algorithm: mean and std over seeds
     <out>/curve_macro_f1.png             per-round test macro-F1 (the paper's retrogress curve)
     <out>/clients_macro_f1.png           per-client test macro-F1 at the selected round
+    (segmentation runs: curve_dice.png and clients_dice.png, Dice instead of macro-F1, plus
+    overlays.png: a few test slices per site with the ground truth and the PRR and FedAvg masks)
     <out>/retrogress.png                 per-round and overall mean retrogress
     <out>/summary.txt                    the best algorithm per metric and its margin
 
@@ -23,6 +25,7 @@ called on any folder of finished runs; :func:`run_matrix` does the training.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -40,8 +43,17 @@ logger = logging.getLogger(__name__)
 
 #: table columns over seeds: the four test metrics of the selected round, then the mean retrogress
 COMPARED = METRIC_NAMES + ("retrogress",)
+#: the same for segmentation runs, whose primary metric (selection, retrogress, curves) is Dice
+SEGMENTATION_COMPARED = ("dice", "iou", "accuracy", "recall", "retrogress")
 LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "macro_f1": "Macro-F1",
-          "auc": "AUC", "retrogress": "Retrogress"}
+          "auc": "AUC", "retrogress": "Retrogress", "dice": "Dice", "iou": "IoU", "recall": "Recall"}
+#: short column label of each primary metric's per-client columns
+SHORT = {"macro_f1": "F1", "dice": "Dice"}
+
+
+def compared_metrics(primary: str) -> Tuple[str, ...]:
+    """Table columns of runs whose primary metric is ``primary`` (``macro_f1`` or ``dice``)."""
+    return SEGMENTATION_COMPARED if primary == "dice" else COMPARED
 #: the keys the comparison itself sets on every run, and the option that sets each
 OWNED_KEYS = {"random_seed": "--seeds", "prr_results_dir": "--out", "federated_optimizer": "--algorithms"}
 
@@ -57,12 +69,16 @@ class RunRecord:
     Attributes
     ----------
     metrics:
-        ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``auc``: unweighted client means of
-        the test metrics at the selected round; ``retrogress``: the run's mean retrogress.
-    client_macro_f1:
-        Client name -> test macro-F1 at the selected round (clients in the run's order).
-    curve_macro_f1, curve_retrogress:
-        Round -> unweighted client mean of that round's test macro-F1 / retrogress.
+        ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``auc`` (segmentation: ``dice``,
+        ``iou``, ``accuracy``, ``recall``): unweighted client means of the test metrics at the
+        selected round; ``retrogress``: the run's mean retrogress.
+    client_primary:
+        Client name -> test primary metric (macro-F1; segmentation: Dice) at the selected round
+        (clients in the run's order).
+    curve_primary, curve_retrogress:
+        Round -> unweighted client mean of that round's test primary metric / retrogress.
+    primary_metric:
+        ``macro_f1`` or ``dice`` (the run's ``selection_metric``).
     """
 
     algorithm: str
@@ -70,9 +86,18 @@ class RunRecord:
     dataset: str
     selected_round: int
     metrics: Dict[str, float]
-    client_macro_f1: Dict[str, float]
-    curve_macro_f1: Dict[int, float]
+    client_primary: Dict[str, float]
+    curve_primary: Dict[int, float]
     curve_retrogress: Dict[int, float]
+    primary_metric: str = "macro_f1"
+
+    @property
+    def client_macro_f1(self) -> Dict[str, float]:  # the classification name of client_primary
+        return self.client_primary
+
+    @property
+    def curve_macro_f1(self) -> Dict[int, float]:
+        return self.curve_primary
 
 
 def _nan_mean(values: Sequence[float]) -> float:
@@ -94,14 +119,16 @@ def read_run(folder: PathLike) -> RunRecord:
             record = json.loads(line)
             by_round.setdefault(int(record["round"]), []).append(record)
     selected_mean = summary["selected"]["mean"]
-    metrics = {name: float(selected_mean[name]) for name in METRIC_NAMES}
+    primary = str(summary.get("selection_metric", "macro_f1"))
+    metrics = {name: float(selected_mean[name]) for name in compared_metrics(primary) if name != "retrogress"}
     metrics["retrogress"] = float(summary["retrogress"]["mean"])
     return RunRecord(
         algorithm=str(summary["algorithm"]), seed=int(summary["seed"]), dataset=str(summary.get("dataset", "")),
         selected_round=int(summary["selected_round"]), metrics=metrics,
-        client_macro_f1={c: float(m["test"]["macro_f1"]) for c, m in summary["selected"]["clients"].items()},
-        curve_macro_f1={r: _nan_mean([x["test"]["macro_f1"] for x in recs]) for r, recs in sorted(by_round.items())},
+        client_primary={c: float(m["test"][primary]) for c, m in summary["selected"]["clients"].items()},
+        curve_primary={r: _nan_mean([x["test"][primary] for x in recs]) for r, recs in sorted(by_round.items())},
         curve_retrogress={r: _nan_mean([x["retrogress"] for x in recs]) for r, recs in sorted(by_round.items())},
+        primary_metric=primary,
     )
 
 
@@ -138,11 +165,25 @@ class AlgorithmStats:
     seeds: Tuple[int, ...]
     dataset: str
     metrics: Dict[str, SeedStat]        # keys: COMPARED
-    client_macro_f1: Dict[str, SeedStat]
+    client_primary: Dict[str, SeedStat]
     rounds: Tuple[int, ...]
-    curve_macro_f1: Tuple[SeedStat, ...]  # aligned with rounds
+    curve_primary: Tuple[SeedStat, ...]  # aligned with rounds
     curve_retrogress: Tuple[SeedStat, ...]
     selected_rounds: Tuple[int, ...]     # one per seed
+    primary_metric: str = "macro_f1"     # client_primary / curve_primary hold it (segmentation: dice)
+
+    @property
+    def compared(self) -> Tuple[str, ...]:
+        """The table's metric columns (keys of ``metrics``)."""
+        return compared_metrics(self.primary_metric)
+
+    @property
+    def client_macro_f1(self) -> Dict[str, SeedStat]:  # the classification name of client_primary
+        return self.client_primary
+
+    @property
+    def curve_macro_f1(self) -> Tuple[SeedStat, ...]:
+        return self.curve_primary
 
 
 def summarise_algorithm(runs: Sequence[RunRecord]) -> AlgorithmStats:
@@ -154,17 +195,21 @@ def summarise_algorithm(runs: Sequence[RunRecord]) -> AlgorithmStats:
         raise ValueError(f"runs of several algorithms given together: {sorted(names)}")
     clients: List[str] = []
     for run in runs:
-        clients += [c for c in run.client_macro_f1 if c not in clients]
-    rounds = sorted({r for run in runs for r in run.curve_macro_f1})
+        clients += [c for c in run.client_primary if c not in clients]
+    rounds = sorted({r for run in runs for r in run.curve_primary})
     nan = float("nan")
+    primary = runs[0].primary_metric
+    if any(r.primary_metric != primary for r in runs):
+        raise ValueError(f"runs of {runs[0].algorithm} mix classification and segmentation")
     return AlgorithmStats(
         algorithm=runs[0].algorithm, seeds=tuple(r.seed for r in runs), dataset=runs[0].dataset,
-        metrics={m: seed_stat([r.metrics[m] for r in runs]) for m in COMPARED},
-        client_macro_f1={c: seed_stat([r.client_macro_f1.get(c, nan) for r in runs]) for c in clients},
+        metrics={m: seed_stat([r.metrics[m] for r in runs]) for m in compared_metrics(primary)},
+        client_primary={c: seed_stat([r.client_primary.get(c, nan) for r in runs]) for c in clients},
         rounds=tuple(rounds),
-        curve_macro_f1=tuple(seed_stat([r.curve_macro_f1.get(t, nan) for r in runs]) for t in rounds),
+        curve_primary=tuple(seed_stat([r.curve_primary.get(t, nan) for r in runs]) for t in rounds),
         curve_retrogress=tuple(seed_stat([r.curve_retrogress.get(t, nan) for r in runs]) for t in rounds),
         selected_rounds=tuple(r.selected_round for r in runs),
+        primary_metric=primary,
     )
 
 
@@ -182,7 +227,7 @@ def client_names(stats: Mapping[str, AlgorithmStats]) -> List[str]:
     """Every client, in the order of first appearance."""
     names: List[str] = []
     for s in stats.values():
-        names += [c for c in s.client_macro_f1 if c not in names]
+        names += [c for c in s.client_primary if c not in names]
     return names
 
 
@@ -196,6 +241,11 @@ def _pct(stat: SeedStat) -> str:
     return f"{100 * stat.mean:.1f} ± {100 * stat.std:.1f}"
 
 
+def primary_metric_of(stats: Mapping[str, AlgorithmStats]) -> str:
+    """The primary metric of a comparison (all its runs share one task)."""
+    return next(iter(stats.values())).primary_metric if stats else "macro_f1"
+
+
 def _seed_list(stats: Mapping[str, AlgorithmStats]) -> str:
     seeds = sorted({s for st in stats.values() for s in st.seeds})
     return ", ".join(str(s) for s in seeds)
@@ -206,23 +256,26 @@ def format_markdown(stats: Mapping[str, AlgorithmStats]) -> str:
     clients = client_names(stats)
     dataset = next(iter(stats.values())).dataset if stats else ""
     n_seeds = {len(s.seeds) for s in stats.values()}
+    primary = primary_metric_of(stats)
+    label = "macro-F1" if primary == "macro_f1" else LABELS[primary]
     lines = [
         f"# {' vs '.join(stats)} on {dataset}",
         "",
-        f"Test metrics (%) at each run's selected round (best mean validation macro-F1), unweighted mean over "
+        f"Test metrics (%) at each run's selected round (best mean validation {label}), unweighted mean over "
         f"clients; mean ± sample std over seeds {_seed_list(stats)}"
         + ("" if n_seeds != {1} else " (one seed: no std)") + ".",
-        "Retrogress: change of a client's test macro-F1 when it receives the server's model, averaged over rounds "
-        "and clients (higher is better, 0 = none).  F1 <client>: that client's macro-F1.",
+        f"Retrogress: change of a client's test {label} when it receives the server's model, averaged over rounds "
+        f"and clients (higher is better, 0 = none).  {SHORT[primary]} <client>: that client's {label}.",
         "",
     ]
-    header = ["Algorithm", "Seeds"] + [LABELS[m] for m in COMPARED] + [f"F1 {c}" for c in clients]
+    compared = compared_metrics(primary)
+    header = ["Algorithm", "Seeds"] + [LABELS[m] for m in compared] + [f"{SHORT[primary]} {c}" for c in clients]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
     for name, s in stats.items():
         nan = SeedStat(float("nan"), float("nan"), 0)
-        cells = [name, str(len(s.seeds))] + [_pct(s.metrics[m]) for m in COMPARED]
-        cells += [_pct(s.client_macro_f1.get(c, nan)) for c in clients]
+        cells = [name, str(len(s.seeds))] + [_pct(s.metrics[m]) for m in compared]
+        cells += [_pct(s.client_primary.get(c, nan)) for c in clients]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -237,8 +290,8 @@ def format_csv(stats: Mapping[str, AlgorithmStats]) -> str:
     ``n_seeds`` is the number of runs; an empty cell is an undefined value (a std over one
     seed, or a metric that is NaN in every run).
     """
-    clients = client_names(stats)
-    columns = [(m, m) for m in COMPARED] + [(f"macro_f1_{c}", c) for c in clients]
+    clients, primary = client_names(stats), primary_metric_of(stats)
+    columns = [(m, m) for m in compared_metrics(primary)] + [(f"{primary}_{c}", c) for c in clients]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["algorithm", "n_seeds", "seeds"] + [f"{col}_{kind}_pct" for col, _ in columns
@@ -247,7 +300,7 @@ def format_csv(stats: Mapping[str, AlgorithmStats]) -> str:
     for name, s in stats.items():
         row = [name, len(s.seeds), " ".join(str(x) for x in s.seeds)]
         for col, key in columns:
-            stat = s.metrics[key] if col == key else s.client_macro_f1.get(key, nan)
+            stat = s.metrics[key] if col == key else s.client_primary.get(key, nan)
             row += [_csv_number(stat.mean), _csv_number(stat.std)]
         writer.writerow(row)
     return buffer.getvalue()
@@ -270,10 +323,11 @@ class Best:
 
 
 def best_per_metric(stats: Mapping[str, AlgorithmStats]) -> List[Best]:
-    """For each of :data:`COMPARED`, the algorithm with the highest mean (retrogress: the least
-    negative); ties keep the algorithm listed first; algorithms whose mean is NaN are left out."""
+    """For each of :data:`COMPARED` (segmentation: :data:`SEGMENTATION_COMPARED`), the algorithm with
+    the highest mean (retrogress: the least negative); ties keep the algorithm listed first;
+    algorithms whose mean is NaN are left out."""
     out = []
-    for metric in COMPARED:
+    for metric in compared_metrics(primary_metric_of(stats)):
         ranked = [(name, s.metrics[metric].mean) for name, s in stats.items() if not math.isnan(s.metrics[metric].mean)]
         ranked.sort(key=lambda item: -item[1])  # stable: ties keep the given order
         if not ranked:
@@ -460,4 +514,11 @@ def compare(config_path: PathLike, algorithms: Sequence[str], seeds: Sequence[in
     plan = plan_matrix(config_path, algorithms, seeds, out=out, overrides=overrides)
     out.mkdir(parents=True, exist_ok=True)
     run_matrix(plan, progress=progress)
-    return write_report(out, [p.algorithm for p in plan], [p.seed for p in plan])
+    report = write_report(out, [p.algorithm for p in plan], [p.seed for p in plan])
+    if primary_metric_of(report.stats) == "dice":  # segmentation: draw the predicted masks too
+        from .overlays import write_overlays
+
+        overlay = write_overlays(plan, out / "overlays.png")
+        if overlay is not None:
+            report = dataclasses.replace(report, files=report.files + (overlay,))
+    return report

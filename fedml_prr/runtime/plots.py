@@ -14,7 +14,7 @@ from typing import Dict, List, Mapping, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .compare import AlgorithmStats, SeedStat, client_names
+from .compare import AlgorithmStats, SeedStat, client_names, primary_metric_of
 
 DPI = 120
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -53,6 +53,11 @@ def _seeds_note(stats: Mapping[str, AlgorithmStats]) -> str:
     return f"mean ± std over {n} seeds" if counts != [1] else "one seed"
 
 
+def _metric_label(stats: Mapping[str, AlgorithmStats]) -> str:
+    """How the primary metric is written in figures: ``macro-F1`` or ``Dice``."""
+    return "macro-F1" if primary_metric_of(stats) == "macro_f1" else "Dice"
+
+
 def _new_figure(width: float, height: float, ncols: int = 1):
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
@@ -77,20 +82,21 @@ def _draw_curves(ax, stats: Mapping[str, AlgorithmStats], colours: Mapping[str, 
 
 
 def plot_macro_f1_curve(stats: Mapping[str, AlgorithmStats], path: Path) -> Path:
-    """Per-round client-averaged test macro-F1 per algorithm, with a ± std band over seeds."""
+    """Per-round client-averaged test macro-F1 (segmentation: Dice) per algorithm, with a ± std band over seeds."""
     fig, (ax,) = _new_figure(8.5, 4.5)
     colours = algorithm_colours(list(stats))
-    _draw_curves(ax, stats, colours, "curve_macro_f1")
-    ax.set_ylabel("test macro-F1 (%), mean over clients")
-    ax.set_title(f"Test macro-F1 per round ({_seeds_note(stats)})")
+    _draw_curves(ax, stats, colours, "curve_primary")
+    label = _metric_label(stats)
+    ax.set_ylabel(f"test {label} (%), mean over clients")
+    ax.set_title(f"Test {label} per round ({_seeds_note(stats)})")
     _legend(fig, *ax.get_legend_handles_labels())
     fig.savefig(path)
     return path
 
 
 def plot_client_macro_f1(stats: Mapping[str, AlgorithmStats], path: Path) -> Path:
-    """Grouped bars: each client's test macro-F1 at the selected round, plus the client average."""
-    clients = client_names(stats)
+    """Grouped bars: each client's test macro-F1 (Dice) at the selected round, plus the client average."""
+    clients, primary, label = client_names(stats), primary_metric_of(stats), _metric_label(stats)
     groups = clients + ["Average"]
     colours = algorithm_colours(list(stats))
     n_alg = max(len(stats), 1)
@@ -99,7 +105,7 @@ def plot_client_macro_f1(stats: Mapping[str, AlgorithmStats], path: Path) -> Pat
     nan = SeedStat(float("nan"), float("nan"), 0)
     label_bars = n_alg * len(groups) <= 30
     for i, (name, s) in enumerate(stats.items()):
-        values = [s.client_macro_f1.get(c, nan) for c in clients] + [s.metrics["macro_f1"]]
+        values = [s.client_primary.get(c, nan) for c in clients] + [s.metrics[primary]]
         xs = [g + (i - (n_alg - 1) / 2) * width for g in range(len(groups))]
         heights = [0.0 if math.isnan(v.mean) else _pct(v) for v in values]
         bars = ax.bar(xs, heights, width * 0.92, yerr=[_err(v) for v in values], capsize=3,
@@ -110,11 +116,11 @@ def plot_client_macro_f1(stats: Mapping[str, AlgorithmStats], path: Path) -> Pat
     ax.axvline(len(clients) - 0.5, color="#999999", linewidth=0.8, linestyle="--")
     ax.set_xticks(range(len(groups)), groups)
     ax.set_xlabel("client")
-    ax.set_ylabel("test macro-F1 (%) at the selected round")
+    ax.set_ylabel(f"test {label} (%) at the selected round")
     top = max([_pct(v) + _err(v) for s in stats.values()
-               for v in list(s.client_macro_f1.values()) + [s.metrics["macro_f1"]] if not math.isnan(v.mean)] or [1.0])
+               for v in list(s.client_primary.values()) + [s.metrics[primary]] if not math.isnan(v.mean)] or [1.0])
     ax.set_ylim(0, min(100.0, top * 1.18) if top * 1.18 > 5 else 5)
-    ax.set_title(f"Per-client test macro-F1 ({_seeds_note(stats)})")
+    ax.set_title(f"Per-client test {label} ({_seeds_note(stats)})")
     ax.grid(True, axis="y", alpha=0.3)
     _legend(fig, *ax.get_legend_handles_labels())
     fig.savefig(path)
@@ -128,7 +134,7 @@ def plot_retrogress(stats: Mapping[str, AlgorithmStats], path: Path) -> Path:
     colours = algorithm_colours(list(stats))
     ax_curve.axhline(0.0, color="#777777", linewidth=0.9, linestyle="--", zorder=1)
     _draw_curves(ax_curve, stats, colours, "curve_retrogress")
-    ax_curve.set_ylabel("retrogress (points of test macro-F1)")
+    ax_curve.set_ylabel(f"retrogress (points of test {_metric_label(stats)})")
     ax_curve.set_title("Retrogress per round (mean over clients)")
     _legend(fig, *ax_curve.get_legend_handles_labels())
 
@@ -148,15 +154,16 @@ def plot_retrogress(stats: Mapping[str, AlgorithmStats], path: Path) -> Path:
     span = max(max(ends) - min(ends), 1.0)
     ax_bar.set_ylim(min(min(ends), 0.0) - 0.15 * span, max(max(ends), 0.0) + 0.15 * span)  # room for the labels
     ax_bar.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(f"Retrogress: change of test macro-F1 when a client receives the server's model "
+    fig.suptitle(f"Retrogress: change of test {_metric_label(stats)} when a client receives the server's model "
                  f"({_seeds_note(stats)}; higher is better)", fontsize=11)
     fig.savefig(path)
     return path
 
 
 def write_plots(stats: Mapping[str, AlgorithmStats], out: Path) -> List[Path]:
-    """Write the three comparison figures into ``out``; return their paths."""
-    out = Path(out)
-    return [plot_macro_f1_curve(stats, out / "curve_macro_f1.png"),
-            plot_client_macro_f1(stats, out / "clients_macro_f1.png"),
+    """Write the three comparison figures into ``out``; return their paths (``*_macro_f1.png``, or
+    ``*_dice.png`` for segmentation)."""
+    out, primary = Path(out), primary_metric_of(stats)
+    return [plot_macro_f1_curve(stats, out / f"curve_{primary}.png"),
+            plot_client_macro_f1(stats, out / f"clients_{primary}.png"),
             plot_retrogress(stats, out / "retrogress.png")]

@@ -9,8 +9,9 @@ Layout::
     <results_dir>/checkpoints/last/<client>.pt   reported model at the last completed round
     <results_dir>/resume.pt               full state at the last completed round (for --resume)
 
-Model selection (spec section 4): the round with the best mean validation macro-F1 among rounds
-``>= selection_fraction * T`` (the last round always qualifies); ties keep the earlier round.
+Model selection (spec section 4): the round with the best mean validation macro-F1 (segmentation:
+Dice, ``selection_metric``) among rounds ``>= selection_fraction * T`` (the last round always
+qualifies); ties keep the earlier round.
 """
 
 from __future__ import annotations
@@ -21,11 +22,18 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+#: what a segmentation client reports (fedml_prr.training.tasks.SegmentationTask)
+SEGMENTATION_METRIC_NAMES = ("dice", "iou", "accuracy", "recall", "dice_global")
+
+
+def metric_names(record: Mapping[str, Any]) -> Tuple[str, ...]:
+    """The metric names of a record's ``test`` block: classification or segmentation."""
+    return SEGMENTATION_METRIC_NAMES if "dice" in record["test"] else METRIC_NAMES
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -43,7 +51,7 @@ def _atomic_write_text(text: str, path: Path) -> None:
 def aggregate_clients(records: Sequence[Mapping[str, Any]], split: str) -> Dict[str, float]:
     """Unweighted (the paper's "Average") and sample-weighted means of a round's client metrics."""
     out: Dict[str, float] = {}
-    for name in METRIC_NAMES:
+    for name in (metric_names(records[0]) if records else METRIC_NAMES):
         values = [(r[split][name], r[split]["n"]) for r in records if not math.isnan(r[split][name])]
         if not values:
             out[name], out[f"{name}_weighted"] = float("nan"), float("nan")
@@ -77,6 +85,7 @@ class ResultsStore:
     total_rounds: int
     selection_fraction: float
     rounds: Dict[int, List[Dict[str, Any]]] = field(default_factory=dict)
+    selection_metric: str = "macro_f1"
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -126,7 +135,7 @@ class ResultsStore:
         for record in kept:
             self.rounds.setdefault(record["round"], []).append(record)
         for round_idx in sorted(self.rounds):
-            self.selection.offer(round_idx, aggregate_clients(self.rounds[round_idx], "valid")["macro_f1"])
+            self.selection.offer(round_idx, aggregate_clients(self.rounds[round_idx], "valid")[self.selection_metric])
 
     def add_round(self, round_idx: int, records: List[Dict[str, Any]], reported_states: Mapping[str, Mapping]) -> bool:
         """Append a completed round's records, update the selection and the checkpoints.
@@ -139,7 +148,7 @@ class ResultsStore:
             for record in records:
                 fh.write(json.dumps(record) + "\n")
         self._save_models("last", reported_states)
-        selected = self.selection.offer(round_idx, aggregate_clients(records, "valid")["macro_f1"])
+        selected = self.selection.offer(round_idx, aggregate_clients(records, "valid")[self.selection_metric])
         if selected:
             self._save_models("best", reported_states)
         return selected

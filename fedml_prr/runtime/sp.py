@@ -21,8 +21,9 @@ from ..algorithms import get_algorithm
 from ..config import RunConfig
 from ..data.federation import Federation, ImageSplit
 from ..fedml_adapter import AlgorithmClientTrainer, AlgorithmServerAggregator, fedml_args, init_fedml_offline
-from ..models import build_model
+from ..models import build_model, model_task
 from ..training.federated import ClientContext, round_closed_by
+from ..training.tasks import task_for
 from .results import ResultsStore
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ def build_participants(config: RunConfig, federation: Federation, *, fedml_args_
         raise ValueError(f"client_num_in_total is {config.num_clients} but dataset {config.dataset!r} has "
                          f"{len(federation.clients)} clients ({', '.join(c.name for c in federation.clients)}); "
                          "set client_num_in_total to match or remove it")
+    if model_task(config.model) != federation.task:
+        raise ValueError(f"model {config.model!r} is a {model_task(config.model)} model but dataset {federation.name!r} "
+                         f"is {federation.task}; pick a {federation.task} model (see docs/algorithm.md)")
     device = resolve_device(config.options.device)
     build = model_factory(config, federation.num_classes)
 
@@ -117,7 +121,9 @@ def _run(config: RunConfig, federation: Federation, *, resume: bool, overwrite: 
     server = aggregator.server
     silos = list(range(len(federation.clients)))
     names = {s: federation.clients[s].name for s in silos}
-    store = ResultsStore(config.options.results_dir, config.schedule.rounds, config.options.selection_fraction)
+    task = task_for(federation.clients[0].train)
+    store = ResultsStore(config.options.results_dir, config.schedule.rounds, config.options.selection_fraction,
+                         selection_metric=task.selection_metric)
 
     start_step, elapsed_before = 0, 0.0
     if resume:
@@ -153,8 +159,8 @@ def _run(config: RunConfig, federation: Federation, *, resume: bool, overwrite: 
             reported = {names[s]: trainer.clients[s].reported_model().state_dict() for s in silos}
             store.add_round(closed, records, reported)
             if bar is not None:
-                mean_f1 = sum(r["test"]["macro_f1"] for r in records) / len(records)
-                bar.set_postfix(round=closed, test_f1=f"{100 * mean_f1:.1f}")
+                mean_score = sum(r["test"][task.selection_metric] for r in records) / len(records)
+                bar.set_postfix({"round": closed, f"test_{task.score_name}": f"{100 * mean_score:.1f}"})
         if step == server.num_steps:
             break
         uploads = []
@@ -172,5 +178,6 @@ def _run(config: RunConfig, federation: Federation, *, resume: bool, overwrite: 
     elapsed = elapsed_before + time.perf_counter() - started
     summary = store.summary({"algorithm": config.algorithm, "dataset": config.dataset, "model": config.model,
                              "seed": config.seed, "rounds": config.schedule.rounds, "epochs": config.schedule.epochs,
-                             "clients": [names[s] for s in silos], "wall_time_s": elapsed})
+                             "clients": [names[s] for s in silos], "wall_time_s": elapsed,
+                             "task": task.name, "selection_metric": task.selection_metric})
     return RunResult(summary=summary, results_dir=str(store.root))

@@ -24,8 +24,8 @@ from ..core.cpa import cpa_loss
 from ..core.det import kl_distillation
 from ..core.metrics import macro_f1
 from ..core.prototypes import PrototypeAccumulator
-from ..core.segmentation import (ce_dice_loss, combine_scores, masked_feature_sums, segmentation_cpa_loss,
-                                 slice_scores, softmax_mse_distillation)
+from ..core.segmentation import (ce_dice_loss, combine_scores, masked_feature_sums, mean_slice_score,
+                                 segmentation_cpa_loss, slice_scores, softmax_mse_distillation)
 from ..data.augment import to_model_input
 from ..data.federation import ImageSplit
 from .loops import evaluate, predict
@@ -143,7 +143,7 @@ class _DiceTracker(ScoreTracker):
         self.dice.append(slice_scores(logits.detach().argmax(1), targets, self.num_classes)["dice"])
 
     def score(self):
-        return float(torch.cat(self.dice).mean()) if self.dice else float("nan")
+        return mean_slice_score(torch.cat(self.dice)) if self.dice else float("nan")
 
 
 class SegmentationTask(Task):
