@@ -2,6 +2,7 @@
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -11,8 +12,6 @@ from fedml_prr.data import DATASETS, build_federation, dataset_task
 from fedml_prr.data import prostate
 from fedml_prr.data.prostate import find_cases, load_prostate_prr, load_prostate_saml, split_cases
 from fedml_prr.data.synthetic_prostate import make_synthetic_prostate
-
-nib = pytest.importorskip("nibabel")
 
 
 def write_case(folder, case, depth, *, mask_name=None, mask_shape=None, seed=0):
