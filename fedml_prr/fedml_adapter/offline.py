@@ -9,6 +9,7 @@ frozen upstream; its files are never edited).  Tracking stays off.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from typing import Any, Dict, Iterator, Mapping, Optional
 
@@ -61,5 +62,8 @@ def init_fedml_offline(args: Optional[Any] = None):
     """``fedml.init(args)`` without any network attempt; returns FedML's args."""
     import fedml
 
-    with _no_cloud_config():
-        return fedml.init(args, check_env=False, should_init_logs=False)
+    printed = io.StringIO()
+    with _no_cloud_config(), contextlib.redirect_stdout(printed):  # fedml.init prints its args to stdout
+        args = fedml.init(args, check_env=False, should_init_logs=False)
+    logger.debug("fedml.init printed: %s", printed.getvalue())
+    return args
