@@ -106,6 +106,8 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     compare.add_argument("--paper-scale", action="store_true", help=PAPER_HELP)
     sub.add_parser("algorithms", help="list the registered algorithms")
+    sub.add_parser("exec", help="run an unmodified FedML main script with this plugin installed "
+                                "(fedml-prr exec SCRIPT ARGS)", add_help=False)
     return parser
 
 
@@ -146,6 +148,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv.insert(0, "run")
     if argv and argv[0] == "mpirun":
         return _mpirun(argv[1:])
+    if argv and argv[0] == "exec":
+        return _exec(argv[1:])
     args = _build_parser().parse_args(argv)
     # fedml pins old packages; requests warns about their versions at import time (harmless)
     warnings.filterwarnings("ignore", message=r"urllib3 .* doesn't match a supported version")
@@ -232,6 +236,23 @@ def _run_party(args: argparse.Namespace, config, world) -> int:
     else:
         print(f"fedml-prr: client rank {rank} finished")
     sys.stdout.flush()
+    return 0
+
+
+def _exec(argv: List[str]) -> int:
+    """``fedml-prr exec SCRIPT [ARGS]``: run an unmodified FedML main script after ``fedml_prr.install()``."""
+    import runpy
+
+    from . import install
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: fedml-prr exec SCRIPT [ARGS...]\n\nRun a FedML main script (fedml.init(), "
+              "FedMLRunner(...).run()) with fedml_prr installed, so that federated_optimizer, dataset and model "
+              "may name this plugin's registered algorithms, datasets and models.")
+        return 0 if argv else 2
+    install()
+    sys.argv = list(argv)
+    runpy.run_path(argv[0], run_name="__main__")
     return 0
 
 
