@@ -169,10 +169,16 @@ def _run(args: argparse.Namespace) -> int:
     from .runtime.distributed import mpi_world
 
     try:
-        config = make_config(args.cf, algorithm=args.algorithm, overrides=overrides_of(args))
+        native = fedml_native_algorithm(args)
+        config = make_config(args.cf, algorithm=native or args.algorithm, overrides=overrides_of(args))
     except (ConfigError, KeyError, FileNotFoundError, ValueError) as exc:
         print(f"fedml-prr: config error: {exc}", file=sys.stderr)
         return 2
+    if native and mpi_world() is None:
+        print(f"fedml-prr: config error: FedML:{native} is FedML's own MPI simulation; launch it with "
+              f"`fedml-prr mpirun -np K+1 --cf {args.cf} --algorithm FedML:{native}`", file=sys.stderr)
+        return 2
+    args.native = native
     if args.resume and args.overwrite:
         print("fedml-prr: error: --resume and --overwrite exclude each other", file=sys.stderr)
         return 2
@@ -190,6 +196,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def fedml_native_algorithm(args: argparse.Namespace) -> Optional[str]:
+    """``FedML:<name>`` in --algorithm or the YAML's federated_optimizer -> FedML's ``<name>``, else None."""
+    from .api import read_yaml
+    from .config import flatten_sections
+    from .fedml_adapter.install import FEDML_PREFIX
+
+    name = args.algorithm or flatten_sections(read_yaml(args.cf))[0].get("federated_optimizer")
+    if not name or not str(name).lower().startswith(FEDML_PREFIX):
+        return None
+    from .fedml_adapter.fedml_native import NATIVE_MPI_ALGORITHMS
+
+    wanted = str(name)[len(FEDML_PREFIX):]
+    for known in NATIVE_MPI_ALGORITHMS:
+        if known.lower() == wanted.lower():
+            return known
+    raise ConfigError(f"{name} is not available; FedML's own algorithms runnable here: "
+                      f"{', '.join('FedML:' + a for a in NATIVE_MPI_ALGORITHMS)}")
+
+
 def _print_result(result) -> None:
     print(format_table(result.summary))
     print(f"results written to {result.results_dir}/ (metrics.jsonl, summary.json, checkpoints/)")
@@ -200,7 +225,7 @@ def _run_party(args: argparse.Namespace, config, world) -> int:
     import os
     import traceback
 
-    from .api import run_party
+    from .api import federation_for, run_party
 
     if world is not None:
         comm, rank, _ = world
@@ -219,8 +244,16 @@ def _run_party(args: argparse.Namespace, config, world) -> int:
                   "clients are 1..K", file=sys.stderr)
             return 2
     try:
-        result = run_party(config, rank=rank, backend=backend, comm=comm, resume=args.resume,
-                           overwrite=args.overwrite)
+        if args.native:
+            from .runtime.distributed import run_fedml_native
+
+            if args.resume:
+                raise ValueError(f"FedML:{args.native} cannot resume (FedML's simulator has no checkpoints)")
+            result = run_fedml_native(config, federation_for(config), algorithm=args.native, rank=rank,
+                                      overwrite=args.overwrite)
+        else:
+            result = run_party(config, rank=rank, backend=backend, comm=comm, resume=args.resume,
+                               overwrite=args.overwrite)
     except BaseException as exc:  # noqa: B902 - every failure must end the job, not leave peers waiting
         who = "server" if rank == 0 else f"client rank {rank}"
         print(f"fedml-prr: {who} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)

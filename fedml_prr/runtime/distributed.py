@@ -265,3 +265,33 @@ def mpi_world():
 
     comm = MPI.COMM_WORLD
     return (comm, comm.Get_rank(), comm.Get_size()) if comm.Get_size() > 1 else None
+
+
+def run_fedml_native(config: RunConfig, federation: Federation, *, algorithm: str, rank: int,
+                     overwrite: bool = False) -> Optional[RunResult]:
+    """FedML's *own* MPI simulation of ``algorithm`` (``FedML:FedAvg`` / ``FedML:FedProx``) on our data.
+
+    Rank 0 writes the same results folder as our runs (per-client metrics of FedML's global model
+    after every round, its checkpoints, the summary), so it lands in the same comparison tables.
+    """
+    from ..fedml_adapter.fedml_native import run_fedml_mpi
+
+    store = None
+    if rank == 0:
+        store = ResultsStore(config.options.results_dir, config.schedule.rounds, config.options.selection_fraction)
+        store.start_fresh(dict(config.to_dict(), implementation="FedML"), overwrite=overwrite)
+    started = time.perf_counter()
+
+    def on_round(round_idx: int, records: List[Dict[str, Any]], states: Dict[str, Any]) -> None:
+        store.add_round(round_idx, records, states)
+        mean_f1 = sum(r["test"]["macro_f1"] for r in records) / len(records)
+        logger.info("FedML:%s round %d: mean test macro-F1 %.1f", algorithm, round_idx, 100 * mean_f1)
+
+    run_fedml_mpi(config, federation, algorithm=algorithm, on_round=on_round)
+    if store is None:
+        return None
+    summary = store.summary({"algorithm": f"FedML:{algorithm}", "dataset": config.dataset, "model": config.model,
+                             "seed": config.seed, "rounds": config.schedule.rounds, "epochs": config.schedule.epochs,
+                             "clients": [c.name for c in federation.clients], "backend": "MPI",
+                             "wall_time_s": time.perf_counter() - started})
+    return RunResult(summary=summary, results_dir=str(store.root))
