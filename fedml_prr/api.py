@@ -72,10 +72,26 @@ def run(config: RunConfig, *, federation: Optional[Federation] = None, resume: b
     """Run ``config`` in one process (on ``federation`` if given, else the config's dataset)."""
     from .runtime.sp import run_single_process
 
-    if config.backend not in ("sp",):
-        raise ValueError(f"backend {config.backend!r} is not available in this runtime; use backend: sp")
+    if config.backend == "MPI":
+        raise ValueError("backend MPI runs one process per party: launch it with "
+                         "`fedml-prr mpirun -np K+1 --cf CONFIG` (or mpirun ... python -m fedml_prr --cf CONFIG)")
+    if config.backend == "GRPC":
+        raise ValueError("backend GRPC runs one process per party: start `fedml-prr run --cf CONFIG --role server` "
+                         "and `--role client --rank k` for k = 1..K (run_scripts/run_grpc_federation.py does it "
+                         "on one machine)")
+    if config.backend != "sp":
+        raise ValueError(f"backend {config.backend!r} is not supported; use sp, MPI or GRPC")
     return run_single_process(config, federation if federation is not None else federation_for(config),
                               resume=resume, overwrite=overwrite, progress=progress)
+
+
+def run_party(config: RunConfig, *, rank: int, backend: str, comm=None, federation: Optional[Federation] = None,
+              resume: bool = False, overwrite: bool = False):
+    """This process's part of a distributed run (rank 0 = server, returns the result; clients: None)."""
+    from .runtime.distributed import run_distributed
+
+    return run_distributed(config, federation if federation is not None else federation_for(config), rank=rank,
+                           backend=backend, comm=comm, resume=resume, overwrite=overwrite)
 
 
 def run_federation(federation: Federation, *, algorithm: str = "PRR", config: ConfigSource = None,

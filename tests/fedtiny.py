@@ -39,3 +39,20 @@ def drive_one_step(trainer, aggregator, silos):
         uploads.append((u["num_samples"], u))
     aggregator.aggregate(uploads)
     return uploads
+
+
+def write_image_folder(root, federation):
+    """``federation`` as the ``image_folder`` layout (PNG files) under ``root``."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    for client in federation.clients:
+        for split_name in ("train", "valid", "test"):
+            split_data = getattr(client, split_name)
+            for i, (image, label) in enumerate(zip(split_data.images, split_data.labels)):
+                folder = root / client.name / split_name / federation.class_names[int(label)]
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
+    return root

@@ -37,6 +37,8 @@ class CentralizedClient(SingleModelClient):
 class CentralizedServer(AveragingServer):
     """Forwards the pooled trainer's model (silo 0) to every client."""
 
+    UNIFORM_UPLOADS = False
+
     def aggregate_step(self, info: StepInfo, uploads: Mapping[int, Message]) -> None:
         self.global_state = uploads[0]["state"]
 

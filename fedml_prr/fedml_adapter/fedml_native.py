@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import torch
 from torch import nn
@@ -236,3 +236,93 @@ def run_fedml_fedavg(config: RunConfig, federation: Federation, *, match_batch_o
         records.append({"client": client.name, "test": metrics})
     return FedMLRunSummary(clients={r["client"]: {"test": r["test"]} for r in records},
                            mean=aggregate_clients(records, "test"), model=model)
+
+
+# --------------------------------------------------------------------------- FedML's MPI simulator
+#: FedML's own algorithms launchable from our CLI under mpirun (``--algorithm FedML:<name>``)
+NATIVE_MPI_ALGORITHMS = ("FedAvg", "FedProx")
+
+
+def _recording_aggregator(model: "LogitsOnly", args, *, federation: Federation, device: torch.device,
+                          eval_batch_size: int, on_round: Callable[[int, List[Dict[str, Any]], Dict[str, Any]], None]):
+    """FedML server aggregator that evaluates FedML's global model per client after every round.
+
+    FedML 0.9.6's MPI simulator averages on its own and then calls ``test_all``; returning True
+    there skips FedML's own evaluation, which for FedProx/FedOpt crashes (``metrics["test_correct"]``
+    on a tuple, FedML issue #882) and hangs the job.  Instead each client's valid and test splits
+    are evaluated with our metrics, so FedML's run lands in the same results folder and tables
+    as ours.
+    """
+    from fedml.core import ServerAggregator
+
+    class RecordingAggregator(ServerAggregator):
+        def __init__(self) -> None:
+            super().__init__(model, args)
+            self.round = 0
+
+        def get_model_params(self):
+            return self.model.state_dict()
+
+        def set_model_params(self, model_parameters) -> None:
+            self.model.load_state_dict(model_parameters)
+
+        def test(self, test_data, device_, args_):
+            return {}
+
+        def test_all(self, train_data_local_dict, test_data_local_dict, device_, args_) -> bool:
+            inner = self.model.model.to(device)
+            records = []
+            for silo, client in enumerate(federation.clients):
+                metrics = {name: evaluate(inner, getattr(client, name).to(device), federation.num_classes,
+                                          eval_batch_size) for name in ("valid", "test")}
+                records.append({"round": self.round, "silo": silo, "client": client.name, **metrics,
+                                "test_before_receive": metrics["test"], "retrogress": float("nan")})
+            on_round(self.round, records, {c.name: inner.state_dict() for c in federation.clients})
+            self.round += 1
+            return True
+
+    return RecordingAggregator()
+
+
+def run_fedml_mpi(config: RunConfig, federation: Federation, *, algorithm: str,
+                  on_round: Callable[[int, List[Dict[str, Any]], Dict[str, Any]], None]) -> None:
+    """This rank's part of FedML's *own* MPI simulation of ``algorithm`` (FedAvg or FedProx).
+
+    Rank 0 calls ``on_round(round, records, states)`` after each round with per-client metrics
+    of FedML's global model.  FedProx gets FedML's ``FedProxModelTrainer``: without it FedML's
+    MPI FedProx trains with no proximal term at all (FEDML_NOTES.md).
+    """
+    from fedml import FedMLRunner
+
+    from ..runtime.sp import model_factory, resolve_device
+
+    if algorithm not in NATIVE_MPI_ALGORITHMS:
+        raise ValueError(f"FedML:{algorithm} is not available; FedML's own MPI algorithms runnable here: "
+                         f"{', '.join('FedML:' + a for a in NATIVE_MPI_ALGORITHMS)}")
+    problems = unsupported_by_fedml(config)
+    if problems:
+        raise ValueError(f"FedML's {algorithm} cannot run this config: " + "; ".join(problems))
+    federation.validate()
+    s, k = config.schedule, len(federation.clients)
+    keys = dict(config.fedml)
+    keys.update({
+        "training_type": "simulation", "backend": "MPI", "federated_optimizer": algorithm,
+        "random_seed": config.seed, "client_num_in_total": k, "client_num_per_round": k, "worker_num": k,
+        "comm_round": s.rounds, "epochs": s.epochs, "batch_size": s.batch_size, "client_optimizer": "sgd",
+        "learning_rate": s.learning_rate, "weight_decay": s.weight_decay, "frequency_of_the_test": 1,
+        "dataset": f"fedml_prr_{config.dataset}",
+    })
+    if algorithm == "FedProx":
+        keys["fedprox_mu"] = float(getattr(config.algorithm_params, "fedprox_mu", 0.01))
+    args = init_fedml_offline(fedml_args(keys))
+    device = resolve_device(config.options.device)
+    model = LogitsOnly(model_factory(config, federation.num_classes)())
+    dataset = fedml_dataset(federation, s.batch_size, config.seed)
+    trainer = None
+    if algorithm == "FedProx":
+        from fedml.ml.trainer.fedprox_trainer import FedProxModelTrainer
+
+        trainer = FedProxModelTrainer(model, args)
+    aggregator = _recording_aggregator(model, args, federation=federation, device=device,
+                                       eval_batch_size=config.options.eval_batch_size, on_round=on_round)
+    FedMLRunner(args, device, dataset, model, client_trainer=trainer, server_aggregator=aggregator).run()

@@ -9,8 +9,9 @@ frozen upstream; its files are never edited).  Tracking stays off.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +58,15 @@ def _no_cloud_config() -> Iterator[None]:
         mlops.fetch_config = original
 
 
-def init_fedml_offline(args: Optional[Any] = None):
-    """``fedml.init(args)`` without any network attempt; returns FedML's args."""
+def init_fedml_offline(args: Optional[Any] = None, *, init: Optional[Callable] = None):
+    """``fedml.init(args)`` without any network attempt; returns FedML's args.
+
+    ``init``: FedML's original ``fedml.init`` when :func:`fedml_prr.install` has replaced it.
+    """
     import fedml
 
-    with _no_cloud_config():
-        return fedml.init(args, check_env=False, should_init_logs=False)
+    printed = io.StringIO()
+    with _no_cloud_config(), contextlib.redirect_stdout(printed):  # fedml.init prints its args to stdout
+        args = (init or fedml.init)(args, check_env=False, should_init_logs=False)
+    logger.debug("fedml.init printed: %s", printed.getvalue())
+    return args

@@ -12,12 +12,13 @@ serve several silos (as FedML's single-process simulator does): per-silo state i
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from fedml.core import ClientTrainer, ServerAggregator
 
 from ..algorithms import AlgorithmSpec, get_algorithm
 from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message
+from ..training.validation import UpdateValidator
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +81,17 @@ class AlgorithmClientTrainer(ClientTrainer):
 
 
 class AlgorithmServerAggregator(ServerAggregator):
-    """FedML server aggregator wrapping one algorithm's :class:`FederatedServer`."""
+    """FedML server aggregator wrapping one algorithm's :class:`FederatedServer`.
 
-    def __init__(self, model, args, *, server: FederatedServer) -> None:
+    Every step's uploads are checked by ``validator`` (when given) before the algorithm sees
+    them, and an aggregation that fails half-way is rolled back: a bad update never costs the
+    server its earlier state.
+    """
+
+    def __init__(self, model, args, *, server: FederatedServer, validator: Optional[UpdateValidator] = None) -> None:
         super().__init__(model, args)
         self.server = server
+        self.validator = validator
         self.step = 0
 
     def get_model_params(self) -> Dict[int, Message]:
@@ -94,19 +101,34 @@ class AlgorithmServerAggregator(ServerAggregator):
     def set_model_params(self, model_parameters) -> None:
         """FedML hands back what :meth:`aggregate` returned; the server already holds it."""
 
-    def aggregate(self, raw_client_model_or_grad_list: List[Tuple[float, Message]]) -> Dict[int, Message]:
-        uploads = {}
+    @staticmethod
+    def uploads_by_silo(raw_client_model_or_grad_list: List[Tuple[float, Message]]) -> Dict[int, Message]:
+        """FedML's ``[(num_samples, upload), ...]`` as ``{silo: upload}``."""
+        uploads: Dict[int, Message] = {}
         for _, upload in raw_client_model_or_grad_list:
             silo = upload.get("silo") if isinstance(upload, Mapping) else None
-            if silo is None:
-                raise ValueError("a client upload is not a protocol message with 'silo'")
+            if not isinstance(silo, int):
+                raise ValueError(f"a client upload is not a protocol message with an integer 'silo' "
+                                 f"(got {type(upload).__name__})")
             if silo in uploads:
                 raise ValueError(f"two uploads for silo {silo}")
             uploads[silo] = upload
-        steps = {u["step"] for u in uploads.values()}
-        if len(steps) != 1:
-            raise ValueError(f"uploads of different steps in one aggregation: {sorted(steps)}")
-        self.server.aggregate(steps.pop(), uploads)
+        return uploads
+
+    def aggregate(self, raw_client_model_or_grad_list: List[Tuple[float, Message]]) -> Dict[int, Message]:
+        uploads = self.uploads_by_silo(raw_client_model_or_grad_list)
+        if self.validator is not None:
+            self.validator.check(self.step, uploads)
+        else:
+            steps = {u.get("step") for u in uploads.values()}
+            if steps != {self.step}:
+                raise ValueError(f"expected uploads of step {self.step}, got steps {sorted(map(str, steps))}")
+        snapshot = self.server.state_dict()
+        try:
+            self.server.aggregate(self.step, uploads)
+        except Exception:
+            self.server.load_state_dict(snapshot)  # the algorithm failed half-way: keep the earlier state
+            raise
         self.step += 1
         return self.get_model_params()
 
@@ -127,7 +149,7 @@ class PRRClientTrainer(AlgorithmClientTrainer):
 class PFAServerAggregator(AlgorithmServerAggregator):
     """PRR's server: Progressive Fourier Aggregation of the deputies, global prototypes."""
 
-    def __init__(self, model, args, *, server: FederatedServer) -> None:
+    def __init__(self, model, args, *, server: FederatedServer, validator: Optional[UpdateValidator] = None) -> None:
         if not isinstance(server, get_algorithm("PRR").server):
             raise TypeError("PFAServerAggregator needs a PRRServer")
-        super().__init__(model, args, server=server)
+        super().__init__(model, args, server=server, validator=validator)

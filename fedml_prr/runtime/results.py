@@ -77,6 +77,14 @@ class Selection:
         return True
 
 
+def save_checkpoint(root: Path, kind: str, client: str, state: Mapping[str, torch.Tensor]) -> Path:
+    """Write ``checkpoints/<kind>/<client>.pt`` (CPU tensors, atomically)."""
+    path = Path(root) / "checkpoints" / kind / f"{client}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, path)
+    return path
+
+
 @dataclass
 class ResultsStore:
     """Writes a run's outputs; see the module docstring for the layout."""
@@ -137,27 +145,28 @@ class ResultsStore:
         for round_idx in sorted(self.rounds):
             self.selection.offer(round_idx, aggregate_clients(self.rounds[round_idx], "valid")[self.selection_metric])
 
-    def add_round(self, round_idx: int, records: List[Dict[str, Any]], reported_states: Mapping[str, Mapping]) -> bool:
+    def add_round(self, round_idx: int, records: List[Dict[str, Any]],
+                  reported_states: Optional[Mapping[str, Mapping]]) -> bool:
         """Append a completed round's records, update the selection and the checkpoints.
 
-        Returns True when this round became the selected one.
+        ``reported_states`` None: the models are not here (a distributed run's clients keep their
+        own checkpoints).  Returns True when this round became the selected one.
         """
         records = sorted(records, key=lambda r: r["silo"])
         self.rounds[round_idx] = records
         with self.metrics_path.open("a") as fh:
             for record in records:
                 fh.write(json.dumps(record) + "\n")
-        self._save_models("last", reported_states)
         selected = self.selection.offer(round_idx, aggregate_clients(records, "valid")[self.selection_metric])
-        if selected:
-            self._save_models("best", reported_states)
+        if reported_states is not None:
+            self._save_models("last", reported_states)
+            if selected:
+                self._save_models("best", reported_states)
         return selected
 
     def _save_models(self, kind: str, states: Mapping[str, Mapping]) -> None:
-        folder = self.root / "checkpoints" / kind
-        folder.mkdir(parents=True, exist_ok=True)
         for client, state in states.items():
-            _atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, folder / f"{client}.pt")
+            save_checkpoint(self.root, kind, client, state)
 
     def save_resume(self, state: Mapping[str, Any]) -> None:
         _atomic_torch_save(dict(state), self.resume_path)

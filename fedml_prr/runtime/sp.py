@@ -24,6 +24,7 @@ from ..fedml_adapter import AlgorithmClientTrainer, AlgorithmServerAggregator, f
 from ..models import build_model, model_task
 from ..training.federated import ClientContext, round_closed_by
 from ..training.tasks import task_for
+from ..training.validation import UpdateValidator
 from .results import ResultsStore
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,14 @@ def pooled_training_split(federation: Federation) -> ImageSplit:
                       torch.cat([c.train.labels for c in federation.clients]))
 
 
+def update_validator(config: RunConfig, federation: Federation, spec=None) -> UpdateValidator:
+    """The server-side check of every upload (against the run's model and the federation)."""
+    spec = spec or get_algorithm(config.algorithm)
+    reference = model_factory(config, federation.num_classes)().state_dict()
+    return UpdateValidator(reference, num_clients=len(federation.clients), num_classes=federation.num_classes,
+                           uniform=spec.server.UNIFORM_UPLOADS)
+
+
 def build_participants(config: RunConfig, federation: Federation, *, fedml_args_obj=None):
     """The FedML client trainer and server aggregator of ``config.algorithm`` on ``federation``."""
     spec = get_algorithm(config.algorithm)
@@ -82,7 +91,8 @@ def build_participants(config: RunConfig, federation: Federation, *, fedml_args_
     trainer = AlgorithmClientTrainer(placeholder, args, spec=spec, params=config.algorithm_params,
                                      make_context=make_context)
     server = spec.server(len(federation.clients), config.schedule, config.algorithm_params, config.seed)
-    aggregator = AlgorithmServerAggregator(placeholder, args, server=server)
+    aggregator = AlgorithmServerAggregator(placeholder, args, server=server,
+                                           validator=update_validator(config, federation, spec))
     return trainer, aggregator
 
 

@@ -259,6 +259,8 @@ class FederatedServer(abc.ABC):
     """
 
     STEPS_PER_ROUND: int = 1
+    #: False when silos upload different fields (the Centralized reference: only silo 0 trains)
+    UNIFORM_UPLOADS: bool = True
 
     def __init__(self, num_clients: int, schedule: TrainSchedule, params: Any, seed: int) -> None:
         if num_clients < 1:

@@ -1,0 +1,301 @@
+"""Distributed runtimes: MPI simulation (``mpirun``) and cross-silo over gRPC, one silo per process.
+
+Rank 0 is the server, rank ``k`` (1..K) trains silo ``k - 1``.  The same registered algorithm
+objects as in one process are driven by FedML's own cross-silo managers
+(:mod:`fedml_prr.fedml_adapter.cross_silo`), so for the same config and seed a distributed run
+ends with the same per-client metrics as ``backend: sp`` (tests/test_distributed.py).
+
+Where things are written (``prr_results_dir``; every party uses its own copy of the path):
+
+- server: ``config.resolved.json``, ``metrics.jsonl``, ``summary.json`` and ``resume.pt`` (its
+  state at the last completed round), as a single-process run;
+- client of silo ``<name>``: ``checkpoints/{last,best}/<name>.pt`` (its reported model; PRR's
+  personalized model never leaves the silo) and ``silos/<name>/resume.pt`` plus the previous one
+  (``resume.prev.pt``), so that it can resume at whichever of its last two completed rounds the
+  server resumes.
+
+Failures end the job within seconds instead of hanging (FedML leaves the other parties waiting
+forever): under MPI the failing rank calls ``MPI_Abort``; over gRPC every party watches the ports
+of the parties it waits for (:class:`PeerWatch`) and exits with an error naming the lost party
+when one disappears.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..algorithms import get_algorithm
+from ..config import RunConfig
+from ..data.federation import Federation
+from ..fedml_adapter import fedml_args, init_fedml_offline
+from ..fedml_adapter.cross_silo import (CrossSiloClientTrainer, CrossSiloServerAggregator, SiloHooks,
+                                        run_client_manager, run_server_manager)
+from ..training.federated import ClientContext, FederatedClient, round_closed_by, steps_per_round, total_steps
+from ..training.tasks import task_for
+from .parties import STARTUP_TIMEOUT_S, Party, PeerWatch, read_grpc_ipconfig, wait_until_reachable
+from .results import ResultsStore, _atomic_torch_save, save_checkpoint
+from .sp import RunResult, model_factory, pooled_training_split, resolve_device, update_validator
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("MPI", "GRPC")
+
+
+# --------------------------------------------------------------------------- client persistence
+class SiloStore(SiloHooks):
+    """A client's own files: resume states of its last two completed rounds and its checkpoints."""
+
+    def __init__(self, root: Path, name: str, spr: int, num_steps: int, *, resume: bool, overwrite: bool) -> None:
+        self.root = Path(root)
+        self.name = name
+        self.spr = spr
+        self.num_steps = num_steps
+        self.resume = resume
+        self.folder = self.root / "silos" / name
+        self.current = self.folder / "resume.pt"
+        self.previous = self.folder / "resume.prev.pt"
+        self._pending: Optional[Tuple[int, Dict[str, torch.Tensor]]] = None
+        if not resume:
+            if self.current.exists() and not overwrite:
+                raise FileExistsError(f"{self.folder} holds an earlier run of client {name}; pass --resume to "
+                                      "continue it, --overwrite to replace it, or set another prr_results_dir")
+            shutil.rmtree(self.folder, ignore_errors=True)
+            for kind in ("best", "last"):
+                (self.root / "checkpoints" / kind / f"{name}.pt").unlink(missing_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self, client: FederatedClient, step: int) -> None:
+        if step == 0:
+            if self.resume:
+                logger.warning("client %s: --resume given but the server starts a new run", self.name)
+            return
+        if not self.resume:
+            raise RuntimeError(f"the server resumed at step {step} but client {self.name} was started without "
+                               "--resume; start it with --resume")
+        candidates = [p for p in (self.current, self.previous) if p.exists()]
+        for path in candidates:
+            state = torch.load(path, weights_only=False)
+            if state["step"] == step:
+                client.load_state_dict(state["client"])
+                logger.info("client %s resumed at step %d from %s", self.name, step, path)
+                return
+        found = [torch.load(p, weights_only=False)["step"] for p in candidates]
+        raise RuntimeError(f"client {self.name} has no saved state for step {step} (it has steps {found} in "
+                           f"{self.folder}); the server and this client were not interrupted at the same round")
+
+    def uploaded(self, client: FederatedClient, step: int) -> None:
+        next_step = step + 1
+        if next_step <= self.num_steps and round_closed_by(next_step, self.spr) is not None:
+            if self.current.exists():
+                os.replace(self.current, self.previous)
+            _atomic_torch_save({"step": next_step, "client": client.state_dict()}, self.current)
+
+    def round_completed(self, client: FederatedClient, records: List[Dict[str, Any]]) -> None:
+        state = {k: v.detach().cpu().clone() for k, v in client.reported_model().state_dict().items()}
+        save_checkpoint(self.root, "last", self.name, state)
+        self._pending = (max(r["round"] for r in records), state)
+
+    def selected(self, client: FederatedClient, round_idx: int) -> None:
+        if self._pending is not None and self._pending[0] == round_idx:
+            save_checkpoint(self.root, "best", self.name, self._pending[1])
+            self._pending = None
+
+
+# --------------------------------------------------------------------------- the run
+def _fedml_cross_silo_args(config: RunConfig, *, backend: str, rank: int, num_clients: int, num_steps: int,
+                           comm=None):
+    client_ids = list(range(1, num_clients + 1)) if rank == 0 else [rank]
+    extra = dict(training_type="cross_silo", backend=backend, scenario="horizontal", rank=rank,
+                 role="server" if rank == 0 else "client", comm_round=num_steps + 1,
+                 client_num_in_total=num_clients, client_num_per_round=num_clients, worker_num=num_clients,
+                 client_id_list=str(client_ids), frequency_of_the_test=1, test_on_clients="no",
+                 dataset=config.dataset, skip_log_model_net=True)
+    if backend == "GRPC":
+        path = config.fedml.get("grpc_ipconfig_path")
+        if not path:
+            raise ValueError("backend GRPC needs grpc_ipconfig_path (comm_args) pointing at a CSV "
+                             "eid,rank,grpc_server_ip,grpc_server_port with one line per party")
+        extra["grpc_ipconfig_path"] = str(path)
+    args = init_fedml_offline(fedml_args(config.fedml, **extra))
+    if backend == "MPI":
+        args.comm = comm
+    return args
+
+
+def _exit_now(message: str) -> None:
+    logger.error(message)
+    import sys
+    print(f"fedml-prr: {message}", file=sys.stderr, flush=True)
+    os._exit(3)
+
+
+def run_distributed(config: RunConfig, federation: Federation, *, rank: int, backend: str, comm=None,
+                    resume: bool = False, overwrite: bool = False,
+                    watch: bool = True) -> Optional[RunResult]:
+    """Run this process's part of a distributed job; the server returns the run's result.
+
+    Parameters
+    ----------
+    rank:
+        0 = server, ``k`` = client of silo ``k - 1``.
+    backend:
+        ``"MPI"`` (``comm`` is ``MPI.COMM_WORLD``) or ``"GRPC"`` (addresses in ``grpc_ipconfig_path``).
+    watch:
+        gRPC only: exit with an error when a party this one waits for disappears.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is not a distributed backend; use one of {BACKENDS} (or sp)")
+    federation.validate()
+    spec = get_algorithm(config.algorithm)
+    num_clients = len(federation.clients)
+    if config.num_clients is not None and config.num_clients != num_clients:
+        raise ValueError(f"client_num_in_total is {config.num_clients} but dataset {config.dataset!r} has "
+                         f"{num_clients} clients; set client_num_in_total to match or remove it")
+    if not 0 <= rank <= num_clients:
+        raise ValueError(f"rank {rank} is outside 0..{num_clients} (0 = server, 1..{num_clients} = clients)")
+    spr = steps_per_round(spec.client.STEPS_PER_ROUND, config.schedule)
+    num_steps = total_steps(spr, config.schedule)
+    device = resolve_device(config.options.device)
+    if config.options.threads:
+        torch.set_num_threads(config.options.threads)
+    args = _fedml_cross_silo_args(config, backend=backend, rank=rank, num_clients=num_clients,
+                                  num_steps=num_steps, comm=comm)
+    placeholder = torch.nn.Identity()
+    parties = read_grpc_ipconfig(args.grpc_ipconfig_path) if backend == "GRPC" else {}
+
+    if rank == 0:
+        return _serve(config, federation, spec, args, placeholder, comm=comm, device=device, resume=resume,
+                      overwrite=overwrite, watch=[parties[r] for r in range(1, num_clients + 1)]
+                      if (watch and parties) else [])
+
+    silo = rank - 1
+    build = model_factory(config, federation.num_classes)
+    pooled = pooled_training_split(federation) if spec.client.NEEDS_POOLED_DATA else None
+
+    def make_context(s: int) -> ClientContext:
+        if s != silo:
+            raise ValueError(f"client rank {rank} serves silo {silo} but received a message for silo {s}")
+        return ClientContext(silo=s, data=federation.clients[s], num_classes=federation.num_classes,
+                             build_model=build, schedule=config.schedule, device=device, seed=config.seed,
+                             eval_batch_size=config.options.eval_batch_size, augment=config.options.augment,
+                             pooled_train=pooled)
+
+    store = SiloStore(Path(config.options.results_dir), federation.clients[silo].name, spr, num_steps,
+                      resume=resume, overwrite=overwrite)
+    trainer = CrossSiloClientTrainer(placeholder, args, spec=spec, params=config.algorithm_params,
+                                     make_context=make_context, num_steps=num_steps, hooks=store)
+    if parties:
+        # FedML's client sends its ONLINE status as soon as it starts and crashes if the server is
+        # not listening yet: wait for it, so that the parties can be started in any order
+        wait_until_reachable(parties[0], timeout=STARTUP_TIMEOUT_S)
+    if watch and parties:
+        PeerWatch([parties[0]], done=lambda: trainer.finished, on_lost=_exit_now).start()
+    run_client_manager(args, trainer, comm=comm, rank=rank, num_clients=num_clients, device=device)
+    if not trainer.finished:
+        raise RuntimeError(f"client rank {rank} stopped before the server's end message")
+    return None
+
+
+def _serve(config: RunConfig, federation: Federation, spec, args, placeholder, *, comm, device, resume: bool,
+           overwrite: bool, watch: Sequence[Party]) -> RunResult:
+    num_clients = len(federation.clients)
+    names = [c.name for c in federation.clients]
+    server = spec.server(num_clients, config.schedule, config.algorithm_params, config.seed)
+    task = task_for(federation.clients[0].train)
+    store = ResultsStore(config.options.results_dir, config.schedule.rounds, config.options.selection_fraction,
+                         selection_metric=task.selection_metric)
+    start_step, elapsed_before = 0, 0.0
+    if resume:
+        store.check_same_config(config.to_dict())
+        state = store.load_resume()
+        if state.get("runtime") != "distributed":
+            raise ValueError(f"{store.resume_path} was written by a single-process run; resume it with backend sp")
+        start_step, elapsed_before = state["step"], state["elapsed"]
+        server.load_state_dict(state["server"])
+        store.reload(completed_rounds=round_closed_by(start_step, server.spr))
+        logger.info("server resuming %s at step %d of %d", config.algorithm, start_step, server.num_steps)
+    else:
+        store.start_fresh(config.to_dict(), overwrite=overwrite)
+    started = time.perf_counter()
+    pending: Dict[int, List[Dict[str, Any]]] = {}
+
+    def on_records(records: List[Dict[str, Any]]) -> Optional[int]:
+        for record in records:
+            pending.setdefault(record["round"], []).append(record)
+        for round_idx in sorted(pending):
+            if len(pending[round_idx]) == num_clients:
+                store.add_round(round_idx, pending.pop(round_idx), None)
+                mean_score = sum(r["test"][task.selection_metric] for r in store.rounds[round_idx]) / num_clients
+                logger.info("round %d complete: mean test %s %.1f", round_idx, task.selection_metric, 100 * mean_score)
+        return store.selection.round
+
+    def on_aggregated(aggregator: CrossSiloServerAggregator) -> None:
+        if round_closed_by(aggregator.step, server.spr) is not None:
+            store.save_resume({"runtime": "distributed", "step": aggregator.step, "server": server.state_dict(),
+                               "elapsed": elapsed_before + time.perf_counter() - started})
+
+    aggregator = CrossSiloServerAggregator(placeholder, args, server=server,
+                                           validator=update_validator(config, federation, spec),
+                                           on_records=on_records, on_aggregated=on_aggregated)
+    aggregator.step = start_step
+    aggregator.selected_round = store.selection.round
+    if watch:
+        PeerWatch(watch, done=lambda: aggregator.finished, on_lost=_exit_now).start()
+    run_server_manager(args, aggregator, comm=comm, num_clients=num_clients, device=device)
+    if not aggregator.finished:
+        raise RuntimeError("the server stopped before every client reported its last round")
+    if pending:
+        raise RuntimeError(f"rounds {sorted(pending)} are missing records from some clients")
+    elapsed = elapsed_before + time.perf_counter() - started
+    summary = store.summary({"algorithm": config.algorithm, "dataset": config.dataset, "model": config.model,
+                             "seed": config.seed, "rounds": config.schedule.rounds, "epochs": config.schedule.epochs,
+                             "clients": names, "wall_time_s": elapsed, "backend": args.backend,
+                             "task": task.name, "selection_metric": task.selection_metric})
+    return RunResult(summary=summary, results_dir=str(store.root))
+
+
+def mpi_world():
+    """``(comm, rank, size)`` of ``MPI.COMM_WORLD`` when this process was started by mpirun, else None."""
+    if not any(k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")):
+        return None
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    return (comm, comm.Get_rank(), comm.Get_size()) if comm.Get_size() > 1 else None
+
+
+def run_fedml_native(config: RunConfig, federation: Federation, *, algorithm: str, rank: int,
+                     overwrite: bool = False) -> Optional[RunResult]:
+    """FedML's *own* MPI simulation of ``algorithm`` (``FedML:FedAvg`` / ``FedML:FedProx``) on our data.
+
+    Rank 0 writes the same results folder as our runs (per-client metrics of FedML's global model
+    after every round, its checkpoints, the summary), so it lands in the same comparison tables.
+    """
+    from ..fedml_adapter.fedml_native import run_fedml_mpi
+
+    store = None
+    if rank == 0:
+        store = ResultsStore(config.options.results_dir, config.schedule.rounds, config.options.selection_fraction)
+        store.start_fresh(dict(config.to_dict(), implementation="FedML"), overwrite=overwrite)
+    started = time.perf_counter()
+
+    def on_round(round_idx: int, records: List[Dict[str, Any]], states: Dict[str, Any]) -> None:
+        store.add_round(round_idx, records, states)
+        mean_f1 = sum(r["test"]["macro_f1"] for r in records) / len(records)
+        logger.info("FedML:%s round %d: mean test macro-F1 %.1f", algorithm, round_idx, 100 * mean_f1)
+
+    run_fedml_mpi(config, federation, algorithm=algorithm, on_round=on_round)
+    if store is None:
+        return None
+    summary = store.summary({"algorithm": f"FedML:{algorithm}", "dataset": config.dataset, "model": config.model,
+                             "seed": config.seed, "rounds": config.schedule.rounds, "epochs": config.schedule.epochs,
+                             "clients": [c.name for c in federation.clients], "backend": "MPI",
+                             "wall_time_s": time.perf_counter() - started})
+    return RunResult(summary=summary, results_dir=str(store.root))

@@ -1,0 +1,127 @@
+"""Launch a whole cross-silo federation on this machine: one server and K client processes over gRPC.
+
+Each party is a separate ``fedml-prr run --role ...`` process, exactly as on K+1 machines; only
+the address book (``grpc_ipconfig_path``) is written here, with free loopback ports.  The launcher
+waits for every party, and if one fails it gives the others a few seconds to notice and exit on
+their own (they do: :class:`~fedml_prr.runtime.distributed.PeerWatch`), then stops any left, and
+returns the failing party's exit status.  Logs: ``<results_dir>/logs/rank<r>.log``.
+
+Used by ``run_scripts/run_grpc_federation.py`` and the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .parties import write_grpc_ipconfig
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> List[int]:
+    """``count`` distinct TCP ports that were free a moment ago."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+@dataclass
+class FederationOutcome:
+    returncode: int
+    failed_rank: Optional[int]
+    logs: Dict[int, Path]
+    wall_time_s: float
+
+    def log(self, rank: int) -> str:
+        return self.logs[rank].read_text()
+
+
+def launch_grpc_federation(config_file: str, *, num_clients: int, results_dir: str,
+                           settings: Sequence[str] = (), extra_args: Sequence[str] = (),
+                           timeout: float = 3600.0, grace: float = 15.0,
+                           python: str = sys.executable) -> FederationOutcome:
+    """Start the server and ``num_clients`` clients, wait for all, return the outcome.
+
+    ``settings`` are ``KEY=VALUE`` overrides for every party (``--set``); ``extra_args`` other
+    ``run`` options (``--resume``, ``--overwrite``, ``--algorithm X``).
+    """
+    root = Path(results_dir)
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    ipconfig = root / "grpc_ipconfig.csv"
+    write_grpc_ipconfig(str(ipconfig), free_ports(num_clients + 1))
+    common = [python, "-m", "fedml_prr", "run", "--cf", config_file, "--no-progress",
+              "--set", "backend=GRPC", "--set", f"grpc_ipconfig_path={ipconfig}",
+              "--set", f"prr_results_dir={root}", "--set", f"client_num_in_total={num_clients}",
+              "--set", f"client_num_per_round={num_clients}"]
+    for item in settings:
+        common += ["--set", item]
+    common += list(extra_args)
+    logs = {rank: root / "logs" / f"rank{rank}.log" for rank in range(num_clients + 1)}
+    started = time.monotonic()
+    processes: Dict[int, subprocess.Popen] = {}
+    with ExitStack() as stack:
+        for rank in range(num_clients + 1):
+            role = ["--role", "server"] if rank == 0 else ["--role", "client", "--rank", str(rank)]
+            out = stack.enter_context(logs[rank].open("w"))
+            processes[rank] = subprocess.Popen(common + role, stdout=out, stderr=subprocess.STDOUT)
+        failed: Optional[int] = None
+        deadline = started + timeout
+        while any(p.poll() is None for p in processes.values()):
+            bad = [r for r, p in processes.items() if p.poll() not in (None, 0)]
+            if bad and failed is None:
+                failed = bad[0]
+                deadline = min(deadline, time.monotonic() + grace)
+            if time.monotonic() > deadline:
+                for p in processes.values():
+                    if p.poll() is None:
+                        p.kill()
+                break
+            time.sleep(0.2)
+        for p in processes.values():
+            p.wait()
+    codes = {r: p.returncode for r, p in processes.items()}
+    if failed is None:
+        failed = next((r for r, c in codes.items() if c != 0), None)
+    return FederationOutcome(returncode=0 if failed is None else (codes[failed] or 1), failed_rank=failed,
+                             logs=logs, wall_time_s=time.monotonic() - started)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Run a cross-silo federation over gRPC on this machine: one server process and K client "
+                    "processes on free loopback ports; prints the server's result table.")
+    parser.add_argument("--cf", required=True, help="FedML YAML config with a prr_args section")
+    parser.add_argument("--clients", type=int, help="number of clients K (default: the dataset's)")
+    parser.add_argument("--results-dir", help="results folder (default: the config's prr_results_dir)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("--algorithm", help="override federated_optimizer")
+    parser.add_argument("--resume", action="store_true", help="continue every party from the last completed round")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in the results folder")
+    parser.add_argument("--timeout", type=float, default=24 * 3600.0, help="stop everything after this many seconds")
+    args = parser.parse_args(argv)
+
+    from ..api import federation_for, make_config
+    from ..cli import parse_assignments
+
+    config = make_config(args.cf, algorithm=args.algorithm, overrides=parse_assignments(args.set))
+    clients = args.clients or config.num_clients or len(federation_for(config).clients)
+    extra = (["--algorithm", args.algorithm] if args.algorithm else []) + \
+            (["--resume"] if args.resume else []) + (["--overwrite"] if args.overwrite else [])
+    outcome = launch_grpc_federation(args.cf, num_clients=clients,
+                                     results_dir=args.results_dir or config.options.results_dir,
+                                     settings=args.set, extra_args=extra, timeout=args.timeout)
+    print(outcome.log(0), end="")
+    if outcome.returncode != 0:
+        print(f"party rank {outcome.failed_rank} failed (exit {outcome.returncode}); its log:\n"
+              f"{outcome.log(outcome.failed_rank)}", file=sys.stderr)
+    print(f"federation of 1 server + {clients} clients over gRPC: {outcome.wall_time_s:.0f} s; logs in "
+          f"{outcome.logs[0].parent}/")
+    return outcome.returncode

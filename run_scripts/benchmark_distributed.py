@@ -1,0 +1,122 @@
+"""Distributed runtimes: wall time of one job under sp, MPI and gRPC, and bytes sent per round.
+
+    python run_scripts/benchmark_distributed.py [--cf configs/prr_derm_synthetic.yaml] [--rounds 3]
+
+1. Bytes: the protocol is driven in this process for PRR and FedAvg and every message is
+   pickled as FedML's MPI and gRPC backends pickle it (FedML's own envelope, a few hundred bytes
+   per message, is not counted).  Per algorithm round: what the server sends (all silos) and what
+   one client uploads.
+2. Wall time: the same config run three times as separate processes - ``fedml-prr run``
+   (sp), ``fedml-prr mpirun -np K+1`` (MPI) and ``run_scripts/run_grpc_federation.py`` (gRPC, K+1
+   processes on loopback) - timed end to end (process start to exit, imports included) and by
+   the server's own training clock (``wall_time_s`` of summary.json).  Every party uses one
+   torch thread (``prr_threads: 1``) so that the three runs compute the same thing; the metrics
+   must agree and the script checks that they do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def message_bytes(config_file: str, algorithm: str, rounds: int) -> Dict[str, float]:
+    from fedml_prr.api import federation_for, make_config
+    from fedml_prr.runtime.sp import build_participants
+
+    config = make_config(config_file, algorithm=algorithm, overrides={"comm_round": rounds, "prr_threads": 1})
+    federation = federation_for(config)
+    trainer, aggregator = build_participants(config, federation)
+    silos = list(range(len(federation.clients)))
+    spr = aggregator.server.spr
+    sent: List[int] = []
+    uploaded: List[int] = []
+    for step in range(aggregator.server.num_steps):
+        messages = aggregator.get_model_params()
+        if step >= 1:  # training steps only (step 0 is the class-count handshake)
+            sent.append(sum(len(pickle.dumps(messages[s])) for s in silos))
+        for s in silos:
+            trainer.set_model_params(messages[s])
+        uploads = []
+        for s in silos:
+            trainer.set_id(s)
+            trainer.train(None, None, None)
+            upload = trainer.get_model_params()
+            uploads.append((upload["num_samples"], upload))
+        if step >= 1:
+            uploaded.append(len(pickle.dumps(uploads[0][1])))
+        aggregator.aggregate(uploads)
+        for s in silos:
+            trainer.clients[s].pop_records()
+    per_round = lambda values: sum(values) / (len(values) / spr)  # noqa: E731
+    return {"steps_per_round": spr, "server_per_round": per_round(sent), "client_per_round": per_round(uploaded),
+            "clients": len(silos)}
+
+
+def timed(command: List[str], env: Dict[str, str]) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cf", default=str(ROOT / "configs" / "prr_derm_synthetic.yaml"))
+    parser.add_argument("--rounds", type=int, default=3, help="algorithm rounds of the timed job")
+    parser.add_argument("--algorithm", default="PRR")
+    parser.add_argument("--skip-timing", action="store_true")
+    args = parser.parse_args()
+
+    print(f"bytes per round ({args.cf}; pickled protocol messages):")
+    print(f"{'algorithm':<10} {'steps/round':>11} {'server sends (all silos)':>26} {'one client uploads':>20}")
+    for algorithm in ("PRR", "FedAvg"):
+        b = message_bytes(args.cf, algorithm, rounds=2)
+        print(f"{algorithm:<10} {b['steps_per_round']:>11} {b['server_per_round'] / 1e6:>23.2f} MB "
+              f"{b['client_per_round'] / 1e6:>17.2f} MB")
+    if args.skip_timing:
+        return
+
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    settings = ["--set", f"comm_round={args.rounds}", "--set", "prr_threads=1", "--algorithm", args.algorithm]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = {name: Path(tmp) / name for name in ("sp", "mpi", "grpc")}
+        from fedml_prr.api import federation_for, make_config
+
+        clients = len(federation_for(make_config(args.cf)).clients)
+        commands = {
+            "sp": [sys.executable, "-m", "fedml_prr", "run", "--cf", args.cf, "--no-progress", *settings,
+                   "--set", f"prr_results_dir={out['sp']}"],
+            "mpi": [sys.executable, "-m", "fedml_prr", "mpirun", "-np", str(clients + 1), "--cf", args.cf,
+                    *settings, "--set", f"prr_results_dir={out['mpi']}"],
+            "grpc": [sys.executable, str(ROOT / "run_scripts" / "run_grpc_federation.py"), "--cf", args.cf,
+                     *settings, "--results-dir", str(out["grpc"])],
+        }
+        wall = {name: timed(command, env) for name, command in commands.items()}
+        summaries = {name: json.loads((out[name] / "summary.json").read_text()) for name in out}
+        metrics = {name: (out[name] / "metrics.jsonl").read_text() for name in out}
+    same = metrics["mpi"] == metrics["sp"] and metrics["grpc"] == metrics["sp"]
+    print(f"\n{args.algorithm}, {args.rounds} rounds, {clients} clients, one torch thread per party, "
+          f"{os.cpu_count()} CPU cores (load average before: {os.getloadavg()[0]:.1f}):")
+    print(f"{'runtime':<8} {'processes':>9} {'end to end':>11} {'server training clock':>22}")
+    for name, processes in (("sp", 1), ("mpi", clients + 1), ("grpc", clients + 1)):
+        print(f"{name:<8} {processes:>9} {wall[name]:>9.1f} s {summaries[name]['wall_time_s']:>20.1f} s")
+    print(f"identical metrics in the three runs: {same}")
+    if not same:
+        raise SystemExit("the runtimes disagree")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Distributed runtimes with real processes: mpirun (MPI) and a gRPC federation on loopback ports.
+
+Every run here is 1 server + 2 clients on a 2-client image folder.  For the same config and seed
+the single-process, MPI and gRPC runs must end with *identical* per-client metrics and
+checkpoints (tolerance: none - the same tensors travel pickled, every party uses one thread).
+Each subprocess has a hard timeout, so a hang fails the test instead of blocking CI.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fedml_prr.api import make_config, run
+from fedml_prr.data.federation import Federation
+from fedml_prr.runtime.launch import free_ports, launch_grpc_federation
+from fedml_prr.runtime.parties import write_grpc_ipconfig
+
+from fedtiny import tiny_federation, write_image_folder
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+MPIRUN = Path(sys.executable).parent / "mpirun"
+HARD_TIMEOUT = 300  # seconds: a hang fails the test
+
+
+def subprocess_env():
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               PYTHONUNBUFFERED="1")
+    env["PATH"] = f"{MPIRUN.parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    tiny = tiny_federation()
+    two = Federation("tiny2", tiny.class_names, tiny.clients[:2])
+    return write_image_folder(tmp_path_factory.mktemp("data"), two)
+
+
+def write_config(folder: Path, data_root: Path, *, algorithm="PRR", rounds=2, epochs=2) -> Path:
+    doc = {
+        "common_args": {"training_type": "simulation", "random_seed": 0},
+        "data_args": {"dataset": "image_folder"},
+        "model_args": {"model": "vgg16_slim"},
+        "train_args": {"federated_optimizer": algorithm, "comm_round": rounds, "epochs": epochs, "batch_size": 8,
+                       "learning_rate": 0.05},
+        "comm_args": {"backend": "sp"},
+        "prr_args": {"prr_data_root": str(data_root), "prr_image_size": 32, "prr_model_options": {"width": 0.25},
+                     "prr_cpa_init_rounds": 1, "prr_eval_batch_size": 64, "prr_threads": 1,
+                     "prr_results_dir": str(folder / "sp")},
+    }
+    path = folder / f"{algorithm}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def records(results_dir: Path):
+    return [json.loads(line) for line in (results_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_checkpoints(a: Path, b: Path, clients=("A", "B")):
+    for kind in ("best", "last"):
+        for client in clients:
+            sa = torch.load(a / "checkpoints" / kind / f"{client}.pt")
+            sb = torch.load(b / "checkpoints" / kind / f"{client}.pt")
+            assert sa.keys() == sb.keys()
+            assert all(torch.equal(sa[k], sb[k]) for k in sa), (kind, client)
+
+
+def cli(*args, timeout=HARD_TIMEOUT, cwd=None):
+    return subprocess.run([sys.executable, "-m", "fedml_prr", *args], capture_output=True, text=True,
+                          timeout=timeout, env=subprocess_env(), cwd=cwd)
+
+
+def single_process(config_file: Path, results_dir: Path):
+    config = make_config(config_file, overrides={"prr_results_dir": str(results_dir)})
+    return run(config, overwrite=True)
+
+
+@pytest.fixture(scope="module")
+def prr_reference(tmp_path_factory, data_root):
+    folder = tmp_path_factory.mktemp("prr")
+    config_file = write_config(folder, data_root)
+    single_process(config_file, folder / "sp")
+    return config_file, folder
+
+
+def test_mpi_and_grpc_end_with_the_same_metrics_and_checkpoints_as_one_process(prr_reference):
+    config_file, folder = prr_reference
+    mpi = cli("mpirun", "-np", "3", "--cf", str(config_file), "--set", f"prr_results_dir={folder / 'mpi'}")
+    assert mpi.returncode == 0, mpi.stdout + mpi.stderr
+    assert "PRR on image_folder" in mpi.stdout and mpi.stdout.count("finished") == 2
+    grpc = launch_grpc_federation(str(config_file), num_clients=2, results_dir=str(folder / "grpc"),
+                                  timeout=HARD_TIMEOUT)
+    assert grpc.returncode == 0, grpc.log(0) + grpc.log(1) + grpc.log(2)
+    reference = records(folder / "sp")
+    assert len(reference) == 2 * 2  # rounds x clients
+    for backend in ("mpi", "grpc"):
+        assert records(folder / backend) == reference, backend
+        summary = json.loads((folder / backend / "summary.json").read_text())
+        assert summary["backend"] == backend.upper()
+        assert_same_checkpoints(folder / "sp", folder / backend)
+
+
+def test_mpi_runs_a_baseline_identically(tmp_path, data_root):
+    config_file = write_config(tmp_path, data_root, algorithm="FedAvg")
+    single_process(config_file, tmp_path / "sp")
+    mpi = cli("mpirun", "-np", "3", "--cf", str(config_file), "--set", f"prr_results_dir={tmp_path / 'mpi'}")
+    assert mpi.returncode == 0, mpi.stdout + mpi.stderr
+    assert records(tmp_path / "mpi") == records(tmp_path / "sp")
+
+
+def test_unmodified_fedml_script_runs_prr_after_install(prr_reference):
+    config_file, folder = prr_reference
+    out = folder / "fedml_script"
+    doc = yaml.safe_load(config_file.read_text())
+    doc["prr_args"]["prr_results_dir"] = str(out)
+    script_config = folder / "fedml_script.yaml"
+    script_config.write_text(yaml.safe_dump(doc))
+    result = cli("exec", str(ROOT / "run_scripts" / "fedml_main.py"), "--cf", str(script_config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert records(out) == records(folder / "sp")
+
+
+def mpirun_faulty(mode: str, config_file: Path, results_dir: Path):
+    command = [str(MPIRUN), "-np", "3", "--oversubscribe", sys.executable, str(TESTS / "faulty_run.py"), mode, "--cf", str(config_file),
+               "--set", f"prr_results_dir={results_dir}", "--algorithm", "Faulty"]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=HARD_TIMEOUT, env=subprocess_env())
+    return result, time.monotonic() - started
+
+
+def test_a_rank_that_raises_ends_the_mpi_job_with_its_error(tmp_path, data_root):
+    config_file = write_config(tmp_path, data_root, algorithm="FedAvg")
+    result, _ = mpirun_faulty("raise", config_file, tmp_path / "run")
+    assert result.returncode != 0
+    assert "client rank 2 failed: RuntimeError: deliberate failure in silo 1" in result.stderr
+
+
+def test_a_corrupt_update_is_rejected_by_the_mpi_server_naming_the_silo(tmp_path, data_root):
+    config_file = write_config(tmp_path, data_root, algorithm="FedAvg")
+    result, _ = mpirun_faulty("nan", config_file, tmp_path / "run")
+    assert result.returncode != 0
+    assert "server failed: UpdateError: rejected the update of silo 1 at step 2" in result.stderr
+    assert "non-finite" in result.stderr
+    # the server's state after round 0 is on disk: --resume can continue from it
+    saved = torch.load(tmp_path / "run" / "resume.pt", weights_only=False)
+    assert saved["step"] == 2
+
+
+def start_party(config_file: Path, ipconfig: Path, results_dir: Path, rank: int, log: Path, *extra):
+    role = ["--role", "server"] if rank == 0 else ["--role", "client", "--rank", str(rank)]
+    command = [sys.executable, "-m", "fedml_prr", "run", "--cf", str(config_file), "--no-progress",
+               "--set", "backend=GRPC", "--set", f"grpc_ipconfig_path={ipconfig}",
+               "--set", f"prr_results_dir={results_dir}", *role, *extra]
+    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=subprocess_env())
+
+
+def test_grpc_killed_client_stops_the_federation_and_resume_finishes_it(tmp_path, data_root):
+    config_file = write_config(tmp_path, data_root, rounds=3)
+    single_process(config_file, tmp_path / "sp")
+    results_dir = tmp_path / "grpc"
+    ipconfig = tmp_path / "ipconfig.csv"
+    write_grpc_ipconfig(str(ipconfig), free_ports(3))
+    logs = {r: tmp_path / f"rank{r}.log" for r in range(3)}
+    parties = {r: start_party(config_file, ipconfig, results_dir, r, logs[r]) for r in range(3)}
+    try:
+        marker = results_dir / "checkpoints" / "last" / "B.pt"  # client rank 2 completed round 0
+        deadline = time.monotonic() + HARD_TIMEOUT
+        while not marker.exists():
+            assert parties[2].poll() is None, logs[2].read_text()
+            assert time.monotonic() < deadline, "round 0 never completed"
+            time.sleep(0.05)
+        parties[2].send_signal(signal.SIGKILL)
+        for rank in (0, 1):
+            parties[rank].wait(timeout=120)  # the others notice and exit instead of waiting forever
+    finally:
+        for p in parties.values():
+            if p.poll() is None:
+                p.kill()
+    assert parties[0].returncode != 0 and parties[1].returncode != 0
+    assert "client rank 2 (silo 1)" in logs[0].read_text() and "stopped answering" in logs[0].read_text()
+    assert "the server" in logs[1].read_text() and "stopped answering" in logs[1].read_text()
+
+    parties = {r: start_party(config_file, ipconfig, results_dir, r, logs[r], "--resume") for r in range(3)}
+    for rank, p in parties.items():
+        assert p.wait(timeout=HARD_TIMEOUT) == 0, logs[rank].read_text()
+    assert records(results_dir) == records(tmp_path / "sp")
+
+
+def test_fedml_own_mpi_fedavg_and_fedprox_run_side_by_side_with_a_proximal_term(tmp_path, data_root):
+    config_file = write_config(tmp_path, data_root, algorithm="FedAvg")
+    # what FedML's trainer does: no augmentation, no weight decay with SGD, a constant learning rate
+    fedml_ready = ["--set", "prr_augment=false", "--set", "weight_decay=0", "--set", "prr_lr_decay_every=100"]
+    runs = {}
+    for name, extra in (("FedML:FedAvg", []), ("FedML:FedProx", ["--set", "fedprox_mu=1.0"])):
+        out = tmp_path / name.replace(":", "_")
+        result = cli("mpirun", "-np", "3", "--cf", str(config_file), "--algorithm", name,
+                     "--set", f"prr_results_dir={out}", *fedml_ready, *extra)
+        assert result.returncode == 0, result.stdout + result.stderr  # FedML's MPI FedProx crash is avoided
+        assert f"{name} on image_folder" in result.stdout
+        runs[name] = records(out)
+        assert [(r["round"], r["client"]) for r in runs[name]] == [(0, "A"), (0, "B"), (1, "A"), (1, "B")]
+    # same batches, same initial weights: only FedProx's proximal term can make them differ
+    assert [r["test"] for r in runs["FedML:FedAvg"]] != [r["test"] for r in runs["FedML:FedProx"]]
