@@ -24,7 +24,7 @@ Sites are the sub-folders holding a ``train.lst`` (A-E in the reference); the sp
 shipped lists.  A mask pixel is prostate when it is >= 128 (0/255 masks) or > 0 (masks whose
 maximum is 1).
 
-Both loaders cache the preprocessed tensors (:mod:`fedml_prr.data.cache`, default folder
+Both loaders cache the preprocessed tensors (:mod:`fedml_prr.data.segmentation_cache`, default folder
 ``<root>/.fedml_prr_cache``; option ``cache_dir``, or ``cache: false``) and raise errors that name
 the file and what to do: a missing site folder or list, a volume or image without its segmentation
 file, an image and a mask of different shapes, an empty site.
@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .cache import default_cache_dir, file_fingerprint, load_or_build
+from .segmentation_cache import default_cache_dir, file_fingerprint, load_or_build
 from .federation import DATASETS, SPLITS, ClientData, Federation, ImageSplit
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""On-disk cache of preprocessed federations (decoded, resized uint8 tensors).
+"""On-disk cache of preprocessed segmentation federations (decoded, resized uint8 slices and masks).
 
 Loaders of datasets on disk decode and resize every image (or NIfTI volume) once; the result is
 saved as ``<cache_dir>/<dataset>-<key>.pt`` where ``key`` hashes everything the result depends
