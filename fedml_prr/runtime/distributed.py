@@ -40,7 +40,7 @@ from ..fedml_adapter.cross_silo import (CrossSiloClientTrainer, CrossSiloServerA
 from ..training.federated import ClientContext, FederatedClient, round_closed_by, steps_per_round, total_steps
 from .parties import STARTUP_TIMEOUT_S, Party, PeerWatch, read_grpc_ipconfig, wait_until_reachable
 from .results import ResultsStore, _atomic_torch_save, save_checkpoint
-from .sp import RunResult, model_factory, pooled_training_split, resolve_device, update_validator
+from .sp import RunResult, context_factory, resolve_device, update_validator
 
 logger = logging.getLogger(__name__)
 
@@ -175,16 +175,12 @@ def run_distributed(config: RunConfig, federation: Federation, *, rank: int, bac
                       if (watch and parties) else [])
 
     silo = rank - 1
-    build = model_factory(config, federation.num_classes)
-    pooled = pooled_training_split(federation) if spec.client.NEEDS_POOLED_DATA else None
+    contexts = context_factory(config, federation, spec)
 
     def make_context(s: int) -> ClientContext:
         if s != silo:
             raise ValueError(f"client rank {rank} serves silo {silo} but received a message for silo {s}")
-        return ClientContext(silo=s, data=federation.clients[s], num_classes=federation.num_classes,
-                             build_model=build, schedule=config.schedule, device=device, seed=config.seed,
-                             eval_batch_size=config.options.eval_batch_size, augment=config.options.augment,
-                             pooled_train=pooled)
+        return contexts(s)
 
     store = SiloStore(Path(config.options.results_dir), federation.clients[silo].name, spr, num_steps,
                       resume=resume, overwrite=overwrite)

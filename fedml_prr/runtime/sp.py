@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import torch
 
@@ -56,6 +56,22 @@ def pooled_training_split(federation: Federation) -> ImageSplit:
                       torch.cat([c.train.labels for c in federation.clients]))
 
 
+def context_factory(config: RunConfig, federation: Federation, spec=None) -> Callable[[int], ClientContext]:
+    """``silo -> ClientContext`` of a run (data, model factory, schedule, device of that silo)."""
+    spec = spec or get_algorithm(config.algorithm)
+    device = resolve_device(config.options.device)
+    build = model_factory(config, federation.num_classes)
+    pooled = pooled_training_split(federation) if spec.client.NEEDS_POOLED_DATA else None
+
+    def make_context(silo: int) -> ClientContext:
+        return ClientContext(silo=silo, data=federation.clients[silo], num_classes=federation.num_classes,
+                             build_model=build, schedule=config.schedule, device=device, seed=config.seed,
+                             eval_batch_size=config.options.eval_batch_size, augment=config.options.augment,
+                             pooled_train=pooled)
+
+    return make_context
+
+
 def update_validator(config: RunConfig, federation: Federation, spec=None) -> UpdateValidator:
     """The server-side check of every upload (against the run's model and the federation)."""
     spec = spec or get_algorithm(config.algorithm)
@@ -71,17 +87,7 @@ def build_participants(config: RunConfig, federation: Federation, *, fedml_args_
         raise ValueError(f"client_num_in_total is {config.num_clients} but dataset {config.dataset!r} has "
                          f"{len(federation.clients)} clients ({', '.join(c.name for c in federation.clients)}); "
                          "set client_num_in_total to match or remove it")
-    device = resolve_device(config.options.device)
-    build = model_factory(config, federation.num_classes)
-
-    pooled = pooled_training_split(federation) if spec.client.NEEDS_POOLED_DATA else None
-
-    def make_context(silo: int) -> ClientContext:
-        return ClientContext(silo=silo, data=federation.clients[silo], num_classes=federation.num_classes,
-                             build_model=build, schedule=config.schedule, device=device, seed=config.seed,
-                             eval_batch_size=config.options.eval_batch_size, augment=config.options.augment,
-                             pooled_train=pooled)
-
+    make_context = context_factory(config, federation, spec)
     args = fedml_args_obj if fedml_args_obj is not None else init_fedml_offline(fedml_args(config.fedml))
     placeholder = torch.nn.Identity()
     trainer = AlgorithmClientTrainer(placeholder, args, spec=spec, params=config.algorithm_params,
