@@ -5,7 +5,7 @@ built-in datasets (``derm_synthetic``, ``image_folder``, and the dermoscopy layo
 ``derm_prr4``, ``derm_prr3``, ``isic2019``, ``ham10000``).
 """
 
-from fedml_prr.data import dermoscopy, folder, synthetic_derm  # noqa: F401  (registers the datasets)
+from fedml_prr.data import dermoscopy, folder, synthetic_derm  # importing registers the datasets
 from fedml_prr.data.federation import (
     DATASETS,
     ClientData,
@@ -20,7 +20,10 @@ __all__ = [
     "Federation",
     "ImageSplit",
     "build_federation",
+    "dermoscopy",
     "federation_from_datasets",
+    "folder",
+    "synthetic_derm",
 ]
 
 
