@@ -1,10 +1,11 @@
 """Datasets as federations: the data model, the dataset registry and batched augmentation.
 
 Pure torch / numpy / PIL; nothing here imports ``fedml``. Importing the package registers the
-built-in datasets (``derm_synthetic``, ``image_folder``).
+built-in datasets (``derm_synthetic``, ``image_folder``, and the dermoscopy layouts
+``derm_prr4``, ``derm_prr3``, ``isic2019``, ``ham10000``).
 """
 
-from fedml_prr.data import folder, synthetic_derm  # noqa: F401  (registers the datasets)
+from fedml_prr.data import dermoscopy, folder, synthetic_derm  # importing registers the datasets
 from fedml_prr.data.federation import (
     DATASETS,
     ClientData,
@@ -19,7 +20,10 @@ __all__ = [
     "Federation",
     "ImageSplit",
     "build_federation",
+    "dermoscopy",
     "federation_from_datasets",
+    "folder",
+    "synthetic_derm",
 ]
 
 

@@ -38,9 +38,22 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1.0
 
 
+# Paeth's 19-exchange network: after it, p[4] is the median of p[0..8] (the 5th smallest)
+_MEDIAN9_NETWORK = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8),
+                    (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+
+
 def _median_blur3(x: torch.Tensor) -> torch.Tensor:
-    patches = F.pad(x, (1, 1, 1, 1), mode="reflect").unfold(2, 3, 1).unfold(3, 3, 1)
-    return patches.reshape(*x.shape, 9).median(dim=-1).values
+    """3x3 median with reflected borders, as 19 elementwise min/max exchanges of the 9 shifted
+    views (exactly the value ``torch.median`` over the 9 neighbours gives, several times faster)."""
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    h, w = x.shape[2], x.shape[3]
+    p = [padded[:, :, i:i + h, j:j + w].contiguous() for i in range(3) for j in range(3)]  # private copies
+    for a, b in _MEDIAN9_NETWORK:
+        low = torch.minimum(p[a], p[b])
+        torch.maximum(p[a], p[b], out=p[b])
+        p[a] = low
+    return p[4]
 
 
 def _gaussian_blur3(x: torch.Tensor) -> torch.Tensor:
