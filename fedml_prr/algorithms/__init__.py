@@ -38,3 +38,4 @@ def get_algorithm(name: str) -> AlgorithmSpec:
 
 
 from . import centralized, ditto, fedavg, fedbn, fedlc, fedper, fedprox, fedrep, local, prr  # noqa: E402,F401
+from . import prr_batched, single_model_batched  # noqa: E402,F401  (batched-engine cohorts)
