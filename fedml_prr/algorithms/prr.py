@@ -138,6 +138,13 @@ class PRRClient(FederatedClient):
             self.deputy.load_state_dict(message["deputy"])
 
     def local_step(self, info: StepInfo) -> None:
+        f1_personal, f1_deputy = self._begin_epoch(info)
+        self._train_epoch(self._prototype_gamma(info.round_idx))
+        self._end_epoch(f1_personal, f1_deputy)
+
+    def _begin_epoch(self, info: StepInfo, train_predictions=None):
+        """Round-start resets and the stage of the coming epoch; returns the stage-check F1 pair.
+        ``train_predictions``: see :meth:`_stage_f1` (the batched engine computes them)."""
         if info.first_of_round:
             self.stage = Stage.START
             self.local_protos = reset_prototypes(self.ctx.num_classes, self.feature_dim)
@@ -145,11 +152,18 @@ class PRRClient(FederatedClient):
             self.previous_predictions = None
             self.optimizers = {name: self.make_optimizer(m, info.round_idx) for name, m in self.models.items()}
             self.epoch_log = []
-        f1_personal, f1_deputy = self._stage_f1()
+        f1_personal, f1_deputy = self._stage_f1(train_predictions)
         self.stage = select_stage(f1_personal, f1_deputy, self.stage, self.params.det_a1, self.params.det_a2)
-        self._train_epoch(self._prototype_gamma(info.round_idx))
+        return f1_personal, f1_deputy
+
+    def _end_epoch(self, f1_personal: float, f1_deputy: float) -> None:
         self.last_epoch.update(stage=int(self.stage), f1_personal_train=f1_personal, f1_deputy_train=f1_deputy)
         self.epoch_log.append(dict(self.last_epoch))
+
+    def needs_train_predictions(self, info: StepInfo) -> bool:
+        """Whether the stage check of the coming epoch runs P and D over the training split."""
+        return not (info.first_of_round or self.stage is Stage.START or self.single_model) \
+            and self.params.det_stage_estimate == "faithful"
 
     def round_info(self) -> Dict[str, Any]:
         """DET stage, losses and stage-check F1 (NaN when the stage was forced) of each epoch."""
@@ -166,18 +180,25 @@ class PRRClient(FederatedClient):
         return self.personal
 
     # ----------------------------------------------------------------- DET and CPA
-    def _stage_f1(self):
-        """Training macro-F1 of (P, D) for the stage choice; NaN when the stage is forced."""
+    def _stage_f1(self, train_predictions=None):
+        """Training macro-F1 of (P, D) for the stage choice; NaN when the stage is forced.
+
+        ``train_predictions``: optional ``(labels, predicted P, predicted D)`` on the training
+        split in eval mode, computed elsewhere (the batched engine); None: computed here.
+        """
         if self.stage is Stage.START or self.single_model:
             return float("nan"), float("nan")  # the first epoch of a round is always RECOVER
         c = self.ctx.num_classes
         if self.params.det_stage_estimate == "previous_epoch":
             p = self.previous_predictions
             return macro_f1(p["labels"], p["personal"], c), macro_f1(p["labels"], p["deputy"], c)
-        bs = self.ctx.eval_batch_size
-        probs_p, labels = predict(self.personal, self.train_split, bs)
-        probs_d, _ = predict(self.deputy, self.train_split, bs)
-        return macro_f1(labels, probs_p.argmax(1), c), macro_f1(labels, probs_d.argmax(1), c)
+        if train_predictions is None:
+            bs = self.ctx.eval_batch_size
+            probs_p, labels = predict(self.personal, self.train_split, bs)
+            probs_d, _ = predict(self.deputy, self.train_split, bs)
+            train_predictions = labels, probs_p.argmax(1), probs_d.argmax(1)
+        labels, pred_p, pred_d = train_predictions
+        return macro_f1(labels, pred_p, c), macro_f1(labels, pred_d, c)
 
     def _prototype_gamma(self, round_idx: int) -> Optional[torch.Tensor]:
         """CPA phase 2 factor, or None during the first ``cpa_init_rounds`` rounds."""
@@ -187,11 +208,15 @@ class PRRClient(FederatedClient):
                                  present=self.class_counts > 0)
         return gamma.to(self.ctx.device)
 
-    def _train_epoch(self, gamma: Optional[torch.Tensor]) -> None:
+    def _seesaw(self) -> torch.Tensor:
+        """The CPA mitigation matrix from the handshake's global class counts, on the device."""
         if self.global_class_counts is None:
             raise RuntimeError("PRR needs the global class counts of the handshake before training")
         beta = self.params.cpa_beta if self.params.use_cpa else 0.0  # beta 0: plain cross-entropy
-        seesaw = seesaw_matrix(self.global_class_counts, beta).to(self.ctx.device)
+        return seesaw_matrix(self.global_class_counts, beta).to(self.ctx.device)
+
+    def _train_epoch(self, gamma: Optional[torch.Tensor]) -> None:
+        seesaw = self._seesaw()
         split, device = self.train_split, self.ctx.device
         accumulator = PrototypeAccumulator(self.ctx.num_classes, self.feature_dim, device)
         predictions = {"personal": [], "deputy": [], "labels": []}
@@ -222,9 +247,14 @@ class PRRClient(FederatedClient):
             predictions["personal"].append(z_p.detach().argmax(1))
             predictions["deputy"].append(z_d.detach().argmax(1))
             predictions["labels"].append(y)
+        self._store_epoch(accumulator, {k: torch.cat(v) for k, v in predictions.items()}, loss_sums / max(batches, 1))
+
+    def _store_epoch(self, accumulator: PrototypeAccumulator, predictions: Dict[str, torch.Tensor],
+                     mean_losses: torch.Tensor) -> None:
+        """Keep an epoch's prototypes, training predictions and mean (P, D) losses."""
         self.local_protos, self.local_proto_counts = (t.cpu() for t in accumulator.prototypes())
-        self.previous_predictions = {k: torch.cat(v) for k, v in predictions.items()}
-        mean_losses = (loss_sums / max(batches, 1)).tolist()
+        self.previous_predictions = predictions
+        mean_losses = mean_losses.tolist()
         self.last_epoch = {"loss_personal": mean_losses[0], "loss_deputy": mean_losses[1]}
 
     # ----------------------------------------------------------------- resume

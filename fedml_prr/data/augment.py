@@ -17,6 +17,8 @@ GPU may still differ from CPU in the last float bits). The same state always giv
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +74,84 @@ def _affine_theta(u: torch.Tensor) -> torch.Tensor:
     return torch.cat([inverse, -(inverse @ shift.unsqueeze(2))], dim=2)
 
 
+@dataclass(frozen=True)
+class AugmentDraws:
+    """The random draws of one augmented batch, made on the CPU (see :func:`draw_augmentation`).
+
+    Per sample: ``flip_v``, ``flip_h`` (bool ``[B]``), ``brightness`` (float ``[B]``, 0 when not
+    applied), ``blur_or_noise`` (long ``[B]``: -1 none, 0 median, 1 Gaussian blur, 2 noise),
+    ``affine`` (bool ``[B]``).  ``noise`` holds the scaled noise of the noise samples in
+    sample order ``[N_noise, 3, H, W]``; ``theta`` the affine maps of the affine samples
+    ``[N_affine, 2, 3]``.
+    """
+
+    flip_v: torch.Tensor
+    flip_h: torch.Tensor
+    brightness: torch.Tensor
+    blur_or_noise: torch.Tensor
+    affine: torch.Tensor
+    noise: torch.Tensor
+    theta: torch.Tensor
+
+    @staticmethod
+    def concat(draws: Sequence["AugmentDraws"]) -> "AugmentDraws":
+        """The draws of the concatenation of the batches of ``draws`` (in that order)."""
+        return AugmentDraws(*(torch.cat([getattr(d, f.name) for d in draws]) for f in fields(AugmentDraws)))
+
+
+def draw_augmentation(batch_size: int, image_shape: Sequence[int], generator: torch.Generator) -> AugmentDraws:
+    """Every random number of one batch's augmentation, drawn from ``generator`` (CPU).
+
+    ``image_shape`` is ``(3, H, W)``.  The generator is advanced exactly as by
+    :func:`augment_batch` on a batch of ``batch_size`` such images.
+    """
+    if generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU torch.Generator, got one on {generator.device}")
+    u = torch.rand(batch_size, 8, generator=generator)  # flips, brightness x2, blur/noise x3, affine
+    flip = u[:, :2] < _P_FLIP
+    delta = torch.where(u[:, 2] < _P_BRIGHTNESS, (2 * u[:, 3] - 1) * _BRIGHTNESS, 0.0)
+    choice = torch.where(u[:, 4] < _P_BLUR_OR_NOISE, (u[:, 5] * 3).long().clamp(max=2), -1)
+    n_noise = int((choice == 2).sum())
+    noise = torch.zeros(0, *image_shape)
+    if n_noise:
+        var = _NOISE_VAR[0] + (_NOISE_VAR[1] - _NOISE_VAR[0]) * u[choice == 2, 6]
+        noise = torch.randn((n_noise, *image_shape), generator=generator) * (var.sqrt() / 255).view(-1, 1, 1, 1)
+    affine = u[:, 7] < _P_AFFINE
+    theta = torch.zeros(0, 2, 3)
+    if affine.any():
+        theta = _affine_theta(torch.rand(int(affine.sum()), 4, generator=generator))
+    return AugmentDraws(flip[:, 0], flip[:, 1], delta, choice, affine, noise, theta)
+
+
+def apply_augmentation(images: torch.Tensor, draws: AugmentDraws) -> torch.Tensor:
+    """Augment ``images`` (``uint8 [B, 3, H, W]``, any device) with ``draws``; the input is not modified.
+
+    Every operation is per sample, so one call on several clients' concatenated batches (with
+    :meth:`AugmentDraws.concat` of their draws) equals one call per client.
+    """
+    _check(images)
+    device = images.device
+    x = images.float() / 255.0
+    x = torch.where(draws.flip_v.to(device).view(-1, 1, 1, 1), x.flip(2), x)
+    x = torch.where(draws.flip_h.to(device).view(-1, 1, 1, 1), x.flip(3), x)
+    x = (x + draws.brightness.to(device).view(-1, 1, 1, 1)).clamp(0, 1)
+
+    median, gauss, noise = (torch.nonzero(draws.blur_or_noise == c).flatten().to(device) for c in range(3))
+    x = x.clone()
+    if len(median):
+        x[median] = _median_blur3(x[median])
+    if len(gauss):
+        x[gauss] = _gaussian_blur3(x[gauss])
+    if len(noise):
+        x[noise] = (x[noise] + draws.noise.to(device)).clamp(0, 1)
+
+    affine = torch.nonzero(draws.affine).flatten().to(device)
+    if len(affine):
+        grid = F.affine_grid(draws.theta.to(device), [len(affine), *x.shape[1:]], align_corners=False)
+        x[affine] = F.grid_sample(x[affine], grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return x.clamp(0, 1) * 2.0 - 1.0
+
+
 def augment_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Augment a batch; the input is not modified.
 
@@ -87,35 +167,4 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Ten
     ``float32 [B, 3, H, W]`` in ``[-1, 1]`` on ``images.device``.
     """
     _check(images)
-    if generator.device.type != "cpu":
-        raise ValueError(f"generator must be a CPU torch.Generator, got one on {generator.device}")
-    device, b = images.device, images.shape[0]
-    u = torch.rand(b, 8, generator=generator)  # flips, brightness x2, blur/noise x3, affine
-    x = images.float() / 255.0
-
-    flip = u[:, :2] < _P_FLIP
-    x = torch.where(flip[:, 0].to(device).view(-1, 1, 1, 1), x.flip(2), x)
-    x = torch.where(flip[:, 1].to(device).view(-1, 1, 1, 1), x.flip(3), x)
-
-    delta = torch.where(u[:, 2] < _P_BRIGHTNESS, (2 * u[:, 3] - 1) * _BRIGHTNESS, 0.0)
-    x = (x + delta.to(device).view(-1, 1, 1, 1)).clamp(0, 1)
-
-    choice = torch.where(u[:, 4] < _P_BLUR_OR_NOISE, (u[:, 5] * 3).long().clamp(max=2), -1)
-    median, gauss, noise = (torch.nonzero(choice == c).flatten().to(device) for c in range(3))
-    x = x.clone()
-    if len(median):
-        x[median] = _median_blur3(x[median])
-    if len(gauss):
-        x[gauss] = _gaussian_blur3(x[gauss])
-    if len(noise):
-        var = _NOISE_VAR[0] + (_NOISE_VAR[1] - _NOISE_VAR[0]) * u[choice == 2, 6]
-        eps = torch.randn((len(noise), *x.shape[1:]), generator=generator) * (var.sqrt() / 255).view(-1, 1, 1, 1)
-        x[noise] = (x[noise] + eps.to(device)).clamp(0, 1)
-
-    affine = torch.nonzero(u[:, 7] < _P_AFFINE).flatten()
-    if len(affine):
-        theta = _affine_theta(torch.rand(len(affine), 4, generator=generator)).to(device)
-        grid = F.affine_grid(theta, [len(affine), *x.shape[1:]], align_corners=False)
-        x[affine.to(device)] = F.grid_sample(x[affine.to(device)], grid, mode="bilinear",
-                                             padding_mode="reflection", align_corners=False)
-    return x.clamp(0, 1) * 2.0 - 1.0
+    return apply_augmentation(images, draw_augmentation(images.shape[0], images.shape[1:], generator))

@@ -22,6 +22,7 @@ from ..config import RunConfig
 from ..data.federation import Federation, ImageSplit
 from ..fedml_adapter import AlgorithmClientTrainer, AlgorithmServerAggregator, fedml_args, init_fedml_offline
 from ..models import build_model
+from ..training.batched import EngineOptions, attach_cohort
 from ..training.federated import ClientContext, round_closed_by
 from ..training.validation import UpdateValidator
 from .results import ResultsStore
@@ -81,7 +82,11 @@ def update_validator(config: RunConfig, federation: Federation, spec=None) -> Up
 
 
 def build_participants(config: RunConfig, federation: Federation, *, fedml_args_obj=None):
-    """The FedML client trainer and server aggregator of ``config.algorithm`` on ``federation``."""
+    """The FedML client trainer and server aggregator of ``config.algorithm`` on ``federation``.
+
+    With ``prr_engine: batched`` every silo's client is created now and attached to one batched
+    engine (:func:`fedml_prr.training.batched.attach_cohort`).
+    """
     spec = get_algorithm(config.algorithm)
     if config.num_clients is not None and config.num_clients != len(federation.clients):
         raise ValueError(f"client_num_in_total is {config.num_clients} but dataset {config.dataset!r} has "
@@ -95,6 +100,10 @@ def build_participants(config: RunConfig, federation: Federation, *, fedml_args_
     server = spec.server(len(federation.clients), config.schedule, config.algorithm_params, config.seed)
     aggregator = AlgorithmServerAggregator(placeholder, args, server=server,
                                            validator=update_validator(config, federation, spec))
+    if config.options.engine == "batched":
+        o = config.options
+        attach_cohort([trainer.client(s) for s in range(len(federation.clients))],
+                      EngineOptions(bf16=o.bf16, channels_last=o.channels_last, conv_mode=o.conv_mode))
     return trainer, aggregator
 
 
