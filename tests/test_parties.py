@@ -23,11 +23,26 @@ def test_address_book_round_trip_and_stale_header(tmp_path):
         read_grpc_ipconfig(str(tmp_path / "missing.csv"))
 
 
+class GrpcParty:
+    """A real gRPC server on a free loopback port (what a FedML party listens with)."""
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        import grpc
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        self.party = Party(1, "127.0.0.1", port)
+
+    def close(self) -> None:
+        self.server.stop(None).wait()
+
+
 def listening_socket():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    return server, Party(1, "127.0.0.1", server.getsockname()[1])
+    grpc_party = GrpcParty()
+    return grpc_party, grpc_party.party
 
 
 def test_peer_watch_reports_a_party_that_stops_answering():
@@ -56,8 +71,9 @@ def test_peer_watch_is_silent_after_a_normal_end():
 
 
 def test_peer_watch_reports_a_party_that_never_comes_up():
-    _, party = listening_socket()
-    party = Party(0, party.host, party.port + 1 if party.port < 65535 else 1)  # nothing listens there
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        party = Party(0, "127.0.0.1", sock.getsockname()[1])
     lost = []
     PeerWatch([party], done=lambda: False, on_lost=lost.append, interval=0.05, startup_timeout=0.2).run()
     assert len(lost) == 1 and "the server" in lost[0] and "did not come up" in lost[0]
