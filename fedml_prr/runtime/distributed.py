@@ -40,7 +40,7 @@ from ..fedml_adapter.cross_silo import (CrossSiloClientTrainer, CrossSiloServerA
 from ..training.federated import ClientContext, FederatedClient, round_closed_by, steps_per_round, total_steps
 from .parties import STARTUP_TIMEOUT_S, Party, PeerWatch, read_grpc_ipconfig, wait_until_reachable
 from .results import ResultsStore, _atomic_torch_save, save_checkpoint
-from .sp import RunResult, context_factory, resolve_device, update_validator
+from .sp import RunResult, context_factory, resolve_device, run_fields, update_validator
 
 logger = logging.getLogger(__name__)
 
@@ -247,9 +247,7 @@ def _serve(config: RunConfig, federation: Federation, spec, args, placeholder, *
     if pending:
         raise RuntimeError(f"rounds {sorted(pending)} are missing records from some clients")
     elapsed = elapsed_before + time.perf_counter() - started
-    summary = store.summary({"algorithm": config.algorithm, "dataset": config.dataset, "model": config.model,
-                             "seed": config.seed, "rounds": config.schedule.rounds, "epochs": config.schedule.epochs,
-                             "clients": names, "wall_time_s": elapsed, "backend": args.backend})
+    summary = store.summary(run_fields(config, names, elapsed, backend=args.backend))
     return RunResult(summary=summary, results_dir=str(store.root))
 
 
@@ -286,8 +284,6 @@ def run_fedml_native(config: RunConfig, federation: Federation, *, algorithm: st
     run_fedml_mpi(config, federation, algorithm=algorithm, on_round=on_round)
     if store is None:
         return None
-    summary = store.summary({"algorithm": f"FedML:{algorithm}", "dataset": config.dataset, "model": config.model,
-                             "seed": config.seed, "rounds": config.schedule.rounds, "epochs": config.schedule.epochs,
-                             "clients": [c.name for c in federation.clients], "backend": "MPI",
-                             "wall_time_s": time.perf_counter() - started})
+    summary = store.summary(run_fields(config, [c.name for c in federation.clients], time.perf_counter() - started,
+                                       algorithm=f"FedML:{algorithm}", backend="MPI"))
     return RunResult(summary=summary, results_dir=str(store.root))

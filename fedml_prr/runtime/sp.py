@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 import torch
 
@@ -107,6 +107,15 @@ def build_participants(config: RunConfig, federation: Federation, *, fedml_args_
     return trainer, aggregator
 
 
+def run_fields(config: RunConfig, clients: List[str], wall_time_s: float, **extra: Any) -> Dict[str, Any]:
+    """What a run's ``summary.json`` says about the run itself (``extra`` adds or overrides)."""
+    fields = {"algorithm": config.algorithm, "dataset": config.dataset, "model": config.model, "seed": config.seed,
+              "rounds": config.schedule.rounds, "epochs": config.schedule.epochs, "clients": clients,
+              "wall_time_s": wall_time_s}
+    fields.update(extra)
+    return fields
+
+
 @dataclass
 class RunResult:
     summary: Dict[str, Any]
@@ -195,7 +204,5 @@ def _run(config: RunConfig, federation: Federation, *, resume: bool, overwrite: 
         bar.update(1)
         bar.close()
     elapsed = elapsed_before + time.perf_counter() - started
-    summary = store.summary({"algorithm": config.algorithm, "dataset": config.dataset, "model": config.model,
-                             "seed": config.seed, "rounds": config.schedule.rounds, "epochs": config.schedule.epochs,
-                             "clients": [names[s] for s in silos], "wall_time_s": elapsed})
+    summary = store.summary(run_fields(config, [names[s] for s in silos], elapsed))
     return RunResult(summary=summary, results_dir=str(store.root))
