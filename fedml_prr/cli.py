@@ -1,5 +1,6 @@
 """``fedml-prr`` command line: run an algorithm from a FedML YAML and print per-client results,
-or compare several algorithms over seeds (``fedml-prr compare``)."""
+compare several algorithms over seeds (``fedml-prr compare``), or decode a dataset on disk once
+into a memory-mapped cache (``fedml-prr prepare``)."""
 
 from __future__ import annotations
 
@@ -129,6 +130,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("algorithms", help="list the registered algorithms")
     sub.add_parser("exec", help="run an unmodified FedML main script with this plugin installed "
                                 "(fedml-prr exec SCRIPT ARGS)", add_help=False)
+    _add_prepare_parser(sub)
     return parser
 
 
@@ -163,6 +165,63 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ fedml-prr prepare
+def _add_prepare_parser(sub) -> None:
+    from .data.layout import LAYOUTS
+
+    prepare = sub.add_parser(
+        "prepare", help="decode and resize a dataset on disk once into a memory-mapped cache",
+        description="Read a dataset layout (docs/datasets.md), decode and resize every image once and write "
+                    "images.npy, labels.npy, splits.csv and meta.json into --out. Train from it with "
+                    "prr_dataset_options: {cache: OUT} and prr_image_size equal to --size.")
+    prepare.add_argument("dataset", help=f"dataset layout ({', '.join(LAYOUTS.names())})")
+    prepare.add_argument("--root", required=True, help="the dataset's folder, as documented in docs/datasets.md")
+    prepare.add_argument("--out", required=True, help="cache folder to create (must be new or empty)")
+    prepare.add_argument("--size", type=int, default=128, help="square image side in pixels (default: 128)")
+    prepare.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                         help="a dataset option (split=lesion, split_seed=1, valid_fraction=0.1, ...), repeatable")
+    prepare.add_argument("--workers", type=int, help="decoding threads (default: CPU count, at most 8)")
+    prepare.add_argument("--overwrite", action="store_true", help="replace an existing cache in --out")
+    prepare.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm.auto import tqdm
+
+    from .data.cache import load_cache
+    from .data.layout import prepare_layout
+
+    bar = None
+
+    def start_bar(manifest) -> None:
+        nonlocal bar
+        if not args.no_progress:
+            bar = tqdm(total=len(manifest.records), desc=f"prepare {manifest.dataset}", unit="img")
+
+    started = time.perf_counter()
+    try:
+        options = parse_assignments(args.option)
+        out = prepare_layout(args.dataset, args.root, args.out, args.size, workers=args.workers,
+                             overwrite=args.overwrite, on_manifest=start_bar,
+                             progress=lambda n: bar.update(n) if bar is not None else None, **options)
+    except (ConfigError, KeyError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        if args.verbose:
+            raise
+        print(f"fedml-prr: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    federation = load_cache(out)
+    n = sum(len(c.split(s)) for c in federation.clients for s in ("train", "valid", "test"))
+    print(federation.describe())
+    print(f"cache written to {out}/ ({n} images, {time.perf_counter() - started:.1f} s); train from it with "
+          f"prr_dataset_options: {{cache: {out}}} and prr_image_size: {args.size}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "--cf":  # `mpirun -np K+1 python -m fedml_prr --cf CONFIG`
@@ -182,6 +241,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if args.command == "compare":
         return _compare(args)
+    if args.command == "prepare":
+        return _prepare(args)
     return _run(args)
 
 

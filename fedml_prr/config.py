@@ -102,6 +102,18 @@ class RunOptions:
     augment:
         Apply the reference training augmentation (spec section 4); ``false`` trains on the
         plain images (e.g. to compare with FedML's own trainers, which do not augment).
+    engine:
+        ``loop``: each client trains on its own, one after the other; ``batched``: the
+        single-process runtime trains all clients' models as one computation
+        (:mod:`fedml_prr.training.batched`; same results up to float summation order).
+    bf16:
+        Batched engine only: bfloat16 autocast of forward and backward (weights, optimizer,
+        losses and BatchNorm buffers stay float32).
+    channels_last:
+        Batched engine only: channels-last activations.
+    conv_mode:
+        Batched engine only: ``grouped`` (one grouped convolution for all models), ``per_slot``
+        (one convolution per model) or ``auto`` (grouped on CUDA, per-slot on CPU).
     """
 
     image_size: int = 128
@@ -113,8 +125,16 @@ class RunOptions:
     selection_fraction: float = 0.8
     threads: int = 0
     augment: bool = True
+    engine: str = "loop"
+    bf16: bool = False
+    channels_last: bool = True
+    conv_mode: str = "auto"
 
     def __post_init__(self) -> None:
+        _check(self.engine in ("loop", "batched"), f"prr_engine must be 'loop' or 'batched', got {self.engine!r}")
+        _check(self.conv_mode in ("auto", "grouped", "per_slot"),
+               f"prr_conv_mode must be 'auto', 'grouped' or 'per_slot', got {self.conv_mode!r}")
+        _check(self.engine == "batched" or not self.bf16, "prr_bf16 needs prr_engine: batched")
         _check(self.image_size >= 8, "prr_image_size must be at least 8")
         _check(0.0 <= self.selection_fraction <= 1.0, "prr_selection_fraction must be in [0, 1]")
         _check(self.eval_batch_size > 0, "prr_eval_batch_size must be positive")
@@ -289,6 +309,9 @@ def load_config(
            "every client takes part in every round")
 
     options = build_dataclass(RunOptions, prr_keys)
+    backend = str(fedml_keys.get("backend", "sp"))
+    _check(options.engine == "loop" or backend == "sp",
+           f"prr_engine: batched trains every client in one process and needs backend: sp, got {backend!r}")
     params_cls = algorithm_params[algorithm]
     for f in dataclasses.fields(params_cls):  # a FedML key of the same name (fedprox_mu) is accepted too
         if f.name in fedml_keys and "prr_" + f.name not in prr_keys:
@@ -304,6 +327,6 @@ def load_config(
         algorithm_params=params,
         data_root=prr_keys.get("prr_data_root", fedml_keys.get("data_cache_dir")),
         num_clients=total,
-        backend=str(fedml_keys.get("backend", "sp")),
+        backend=backend,
         fedml=fedml_keys,
     )

@@ -4,8 +4,8 @@
 
 1. Bytes: the protocol is driven in this process for PRR and FedAvg and every message is
    pickled as FedML's MPI and gRPC backends pickle it (FedML's own envelope, a few hundred bytes
-   per message, is not counted).  Per algorithm round: what the server sends (all silos) and what
-   one client uploads.
+   per message, is not counted).  Per algorithm round (round 0 of the config, with models
+   exchanged): what the server sends (all silos) and what one client uploads.
 2. Wall time: the same config run three times as separate processes - ``fedml-prr run``
    (sp), ``fedml-prr mpirun -np K+1`` (MPI) and ``run_scripts/run_grpc_federation.py`` (gRPC, K+1
    processes on loopback) - timed end to end (process start to exit, imports included) and by
@@ -41,25 +41,28 @@ def message_bytes(config_file: str, algorithm: str, rounds: int) -> Dict[str, fl
     spr = aggregator.server.spr
     sent: List[int] = []
     uploaded: List[int] = []
-    for step in range(aggregator.server.num_steps):
+    # round 0 of a 2-round run: uploads of steps 1..S, server messages of steps 2..S+1 (the last
+    # of them delivers the aggregated models); the last round of a run exchanges no models
+    for step in range(spr + 2):
         messages = aggregator.get_model_params()
-        if step >= 1:  # training steps only (step 0 is the class-count handshake)
+        if 2 <= step <= spr + 1:
             sent.append(sum(len(pickle.dumps(messages[s])) for s in silos))
         for s in silos:
             trainer.set_model_params(messages[s])
+        if step == spr + 1:
+            break
         uploads = []
         for s in silos:
             trainer.set_id(s)
             trainer.train(None, None, None)
             upload = trainer.get_model_params()
             uploads.append((upload["num_samples"], upload))
-        if step >= 1:
+        if 1 <= step <= spr:
             uploaded.append(len(pickle.dumps(uploads[0][1])))
         aggregator.aggregate(uploads)
         for s in silos:
             trainer.clients[s].pop_records()
-    per_round = lambda values: sum(values) / (len(values) / spr)  # noqa: E731
-    return {"steps_per_round": spr, "server_per_round": per_round(sent), "client_per_round": per_round(uploaded),
+    return {"steps_per_round": spr, "server_per_round": sum(sent), "client_per_round": sum(uploaded),
             "clients": len(silos)}
 
 

@@ -27,7 +27,8 @@ def tiny_federation(missing_class_client=None):
     return Federation("tiny", ("nv", "bkl", "mel"), tuple(clients))
 
 
-def drive_one_step(trainer, aggregator, silos):
+def collect_uploads(trainer, aggregator, silos):
+    """Deliver the server's messages, train every silo one step; the uploads, not yet aggregated."""
     messages = aggregator.get_model_params()
     for s in silos:
         trainer.set_model_params(messages[s])
@@ -37,6 +38,11 @@ def drive_one_step(trainer, aggregator, silos):
         trainer.train(None, None, None)
         u = trainer.get_model_params()
         uploads.append((u["num_samples"], u))
+    return uploads
+
+
+def drive_one_step(trainer, aggregator, silos):
+    uploads = collect_uploads(trainer, aggregator, silos)
     aggregator.aggregate(uploads)
     return uploads
 

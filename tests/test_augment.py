@@ -67,3 +67,12 @@ def test_cuda_matches_cpu_for_the_same_generator_state(images):
     gpu = augment_batch(images.cuda(), torch.Generator().manual_seed(3))
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
+
+
+def test_median_blur_is_the_median_of_each_reflected_3x3_neighbourhood():
+    from fedml_prr.data.augment import _median_blur3
+
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(3, 3, 9, 14, generator=g) * 8).round() / 8  # many ties
+    neighbours = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect").unfold(2, 3, 1).unfold(3, 3, 1)
+    assert torch.equal(_median_blur3(x), neighbours.reshape(*x.shape, 9).median(dim=-1).values)

@@ -9,7 +9,7 @@ from fedml_prr.api import make_config
 from fedml_prr.runtime.sp import build_participants
 from fedml_prr.training.validation import UpdateError
 
-from fedtiny import TINY, drive_one_step, tiny_federation
+from fedtiny import TINY, collect_uploads, drive_one_step, tiny_federation
 
 SILOS = [0, 1, 2]
 
@@ -18,20 +18,6 @@ def participants(tmp_path, algorithm="PRR"):
     doc = {k: dict(v) for k, v in TINY.items()}
     doc["prr_args"]["prr_results_dir"] = str(tmp_path / "run")
     return build_participants(make_config(doc, algorithm=algorithm), tiny_federation())
-
-
-def collect_uploads(trainer, aggregator):
-    """Train every silo one step and return the uploads, without aggregating."""
-    messages = aggregator.get_model_params()
-    for s in SILOS:
-        trainer.set_model_params(messages[s])
-    uploads = []
-    for s in SILOS:
-        trainer.set_id(s)
-        trainer.train(None, None, None)
-        u = trainer.get_model_params()
-        uploads.append((u["num_samples"], u))
-    return uploads
 
 
 def server_snapshot(server):
@@ -102,7 +88,7 @@ def prr_at_round_end(tmp_path_factory):
     trainer, aggregator = participants(tmp_path_factory.mktemp("prr"))
     drive_one_step(trainer, aggregator, SILOS)  # handshake
     drive_one_step(trainer, aggregator, SILOS)  # round 0 epoch 0
-    uploads = collect_uploads(trainer, aggregator)  # round 0 epoch 1: deputies uploaded
+    uploads = collect_uploads(trainer, aggregator, SILOS)  # round 0 epoch 1: deputies uploaded
     return aggregator, uploads
 
 
@@ -148,7 +134,7 @@ def test_after_rejections_the_genuine_uploads_still_aggregate(prr_at_round_end):
 
 def test_bad_handshake_counts_are_rejected(tmp_path):
     trainer, aggregator = participants(tmp_path, "FedAvg")
-    uploads = collect_uploads(trainer, aggregator)
+    uploads = collect_uploads(trainer, aggregator, SILOS)
     uploads[2][1]["class_counts"] = torch.tensor([1, -1, 0])
     with pytest.raises(UpdateError, match="silo 2 at step 0"):
         aggregator.aggregate(uploads)

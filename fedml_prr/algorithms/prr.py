@@ -22,9 +22,11 @@ from ..core.cpa import prototype_factor, seesaw_matrix
 from ..core.det import Stage, select_stage, stage_losses
 from ..core.averaging import average_keeping_local
 from ..core.fourier import TensorRole, infer_tensor_roles, pfa_ratio, progressive_fourier_aggregate
+from ..core.metrics import macro_f1
 from ..core.prototypes import PrototypeAccumulator, global_prototype, reset_prototypes
 from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo, cpu_state
 from ..training.loops import training_batches
+from ..training.tasks import ScoreTracker
 from . import register_algorithm
 
 STAGE_ESTIMATES = ("faithful", "previous_epoch")
@@ -132,7 +134,7 @@ class PRRClient(FederatedClient):
         self.local_proto_counts = torch.zeros(ctx.num_classes, dtype=torch.int64)
         self.global_protos: Optional[torch.Tensor] = None
         self.stage = Stage.START
-        self.previous_scores: Optional[Dict[str, float]] = None
+        self.previous_trackers: Optional[Dict[str, ScoreTracker]] = None
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
         self.last_epoch: Dict[str, Any] = {}
         self.epoch_log: list = []  # one entry per local epoch of the current round
@@ -145,20 +147,34 @@ class PRRClient(FederatedClient):
             self.deputy.load_state_dict(message["deputy"])
 
     def local_step(self, info: StepInfo) -> None:
+        f1_personal, f1_deputy = self._begin_epoch(info)
+        self._train_epoch(self._prototype_gamma(info.round_idx))
+        self._end_epoch(f1_personal, f1_deputy)
+
+    def _begin_epoch(self, info: StepInfo, train_predictions=None):
+        """Round-start resets and the stage of the coming epoch; returns the stage-check F1 pair.
+        ``train_predictions``: see :meth:`_stage_f1` (the batched engine computes them)."""
         if info.first_of_round:
             self.stage = Stage.START
             self.local_protos = reset_prototypes(self.ctx.num_classes, self.feature_dim)
             self.local_proto_counts.zero_()
-            self.previous_scores = None
+            self.previous_trackers = None
             self.optimizers = {name: self.make_optimizer(m, info.round_idx) for name, m in self.models.items()}
             self.epoch_log = []
-        f1_personal, f1_deputy = self._stage_f1()
+        f1_personal, f1_deputy = self._stage_f1(train_predictions)
         self.stage = select_stage(f1_personal, f1_deputy, self.stage, self.params.det_a1, self.params.det_a2)
-        self._train_epoch(self._prototype_gamma(info.round_idx))
+        return f1_personal, f1_deputy
+
+    def _end_epoch(self, f1_personal: float, f1_deputy: float) -> None:
         name = self.task.score_name  # f1 (segmentation: dice)
         self.last_epoch.update({"stage": int(self.stage), f"{name}_personal_train": f1_personal,
                                 f"{name}_deputy_train": f1_deputy})
         self.epoch_log.append(dict(self.last_epoch))
+
+    def needs_train_predictions(self, info: StepInfo) -> bool:
+        """Whether the stage check of the coming epoch runs P and D over the training split."""
+        return not (info.first_of_round or self.stage is Stage.START or self.single_model) \
+            and self.params.det_stage_estimate == "faithful"
 
     def round_info(self) -> Dict[str, Any]:
         """DET stage, losses and stage-check F1 (NaN when the stage was forced) of each epoch."""
@@ -175,15 +191,23 @@ class PRRClient(FederatedClient):
         return self.personal
 
     # ----------------------------------------------------------------- DET and CPA
-    def _stage_f1(self):
-        """Training macro-F1 (segmentation: Dice) of (P, D) for the stage choice; NaN when the stage is forced."""
+    def _stage_f1(self, train_predictions=None):
+        """Training macro-F1 (segmentation: Dice) of (P, D) for the stage choice; NaN when the stage is forced.
+
+        ``train_predictions``: optional ``(labels, predicted P, predicted D)`` on the training
+        split in eval mode, computed elsewhere (the batched engine, classification only); None:
+        computed here.
+        """
         if self.stage is Stage.START or self.single_model:
             return float("nan"), float("nan")  # the first epoch of a round is always RECOVER
         if self.params.det_stage_estimate == "previous_epoch":
-            return self.previous_scores["personal"], self.previous_scores["deputy"]
+            return self.previous_trackers["personal"].score(), self.previous_trackers["deputy"].score()
         c, bs = self.ctx.num_classes, self.ctx.eval_batch_size
-        return (self.task.score(self.personal, self.train_split, c, bs),
-                self.task.score(self.deputy, self.train_split, c, bs))
+        if train_predictions is None:
+            return (self.task.score(self.personal, self.train_split, c, bs),
+                    self.task.score(self.deputy, self.train_split, c, bs))
+        labels, pred_p, pred_d = train_predictions
+        return macro_f1(labels, pred_p, c), macro_f1(labels, pred_d, c)
 
     def _prototype_gamma(self, round_idx: int) -> Optional[torch.Tensor]:
         """CPA phase 2 factor, or None during the first ``cpa_init_rounds`` rounds."""
@@ -193,11 +217,15 @@ class PRRClient(FederatedClient):
                                  present=self.class_counts > 0)
         return gamma.to(self.ctx.device)
 
-    def _train_epoch(self, gamma: Optional[torch.Tensor]) -> None:
+    def _seesaw(self) -> torch.Tensor:
+        """The CPA mitigation matrix from the handshake's global class counts, on the device."""
         if self.global_class_counts is None:
             raise RuntimeError("PRR needs the global class counts of the handshake before training")
         beta = self.params.cpa_beta if self.params.use_cpa else 0.0  # beta 0: plain cross-entropy
-        seesaw = seesaw_matrix(self.global_class_counts, beta).to(self.ctx.device)
+        return seesaw_matrix(self.global_class_counts, beta).to(self.ctx.device)
+
+    def _train_epoch(self, gamma: Optional[torch.Tensor]) -> None:
+        seesaw = self._seesaw()
         split, device = self.train_split, self.ctx.device
         accumulator = PrototypeAccumulator(self.ctx.num_classes, self.feature_dim, device)
         trackers = {name: self.task.score_tracker(self.ctx.num_classes) for name in ("personal", "deputy")}
@@ -228,9 +256,15 @@ class PRRClient(FederatedClient):
             batches += 1
             trackers["personal"].add(z_p, y)
             trackers["deputy"].add(z_d, y)
+        self._store_epoch(accumulator, trackers, loss_sums / max(batches, 1))
+
+    def _store_epoch(self, accumulator: PrototypeAccumulator, trackers: Mapping[str, ScoreTracker],
+                     mean_losses: torch.Tensor) -> None:
+        """Keep an epoch's prototypes, the trackers of P's and D's training predictions and the
+        mean (P, D) losses."""
         self.local_protos, self.local_proto_counts = (t.cpu() for t in accumulator.prototypes())
-        self.previous_scores = {name: tracker.score() for name, tracker in trackers.items()}
-        mean_losses = (loss_sums / max(batches, 1)).tolist()
+        self.previous_trackers = dict(trackers)  # scored only if the next stage check asks
+        mean_losses = mean_losses.tolist()
         self.last_epoch = {"loss_personal": mean_losses[0], "loss_deputy": mean_losses[1]}
 
     # ----------------------------------------------------------------- resume

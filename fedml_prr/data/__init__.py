@@ -1,11 +1,18 @@
 """Datasets as federations: the data model, the dataset registry and batched augmentation.
 
 Pure torch / numpy / PIL; nothing here imports ``fedml``. Importing the package registers the
-built-in datasets (``derm_synthetic``, ``image_folder``, ``prostate_synthetic``, ``prostate_saml``,
-``prostate_prr``).
+built-in datasets (``derm_synthetic``, ``image_folder``, the dermoscopy layouts ``derm_prr4``,
+``derm_prr3``, ``isic2019``, ``ham10000``, and the prostate ones ``prostate_synthetic``,
+``prostate_saml``, ``prostate_prr``).
 """
 
-from fedml_prr.data import folder, prostate, synthetic_derm, synthetic_prostate  # noqa: F401  (registers the datasets)
+from fedml_prr.data import (  # noqa: F401  (importing registers the datasets)
+    dermoscopy,
+    folder,
+    prostate,
+    synthetic_derm,
+    synthetic_prostate,
+)
 from fedml_prr.data.federation import (
     DATASETS,
     ClientData,
@@ -21,7 +28,12 @@ __all__ = [
     "ImageSplit",
     "build_federation",
     "dataset_task",
+    "dermoscopy",
     "federation_from_datasets",
+    "folder",
+    "prostate",
+    "synthetic_derm",
+    "synthetic_prostate",
 ]
 
 

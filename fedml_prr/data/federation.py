@@ -172,7 +172,8 @@ class Federation:
         if self.task == "segmentation":
             return self._describe_segmentation()
         width = max(6, *(len(n) + 1 for n in self.class_names))
-        head = f"{'client':<10}{'split':<7}" + "".join(f"{n:>{width}}" for n in self.class_names) + f"{'total':>8}"
+        name_width = max(10, *(len(c.name) + 2 for c in self.clients))
+        head = f"{'client':<{name_width}}{'split':<7}" + "".join(f"{n:>{width}}" for n in self.class_names) + f"{'total':>8}"
         lines = [
             f"{self.name}: {len(self.clients)} clients, {self.num_classes} classes, "
             f"images {self.image_size}x{self.image_size}",
@@ -182,7 +183,7 @@ class Federation:
             for split in SPLITS:
                 counts = client.split(split).class_counts(self.num_classes).tolist()
                 cells = "".join(f"{n:>{width}}" for n in counts)
-                lines.append(f"{client.name:<10}{split:<7}{cells}{sum(counts):>8}")
+                lines.append(f"{client.name:<{name_width}}{split:<7}{cells}{sum(counts):>8}")
         return "\n".join(lines)
 
 

@@ -80,10 +80,7 @@ class CrossSiloClientTrainer(AlgorithmClientTrainer):
 
     def set_model_params(self, model_parameters: Message) -> None:
         message = model_parameters
-        silo = message.get("silo") if isinstance(message, Mapping) else None
-        if not isinstance(silo, int):
-            raise ValueError(f"{self.spec.name} expects the server's per-silo message (a dict with 'silo'), "
-                             f"got {type(message).__name__}")
+        silo = self.silo_of(message)
         step = int(message["step"])
         first = silo not in self.clients
         client = self.client(silo)

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Sampler, TensorDataset
 
 from ..config import RunConfig
+from ..data import dataset_task
 from ..data.augment import to_model_input
 from ..data.federation import Federation, ImageSplit
 from ..training.loops import batch_indices, evaluate
@@ -155,6 +156,9 @@ class LogitsOnly(nn.Module):
 def unsupported_by_fedml(config: RunConfig) -> List[str]:
     """What in ``config`` FedML's sp FedAvg (``ModelTrainerCLS`` with SGD) cannot reproduce."""
     s, problems = config.schedule, []
+    if dataset_task(config.dataset) == "segmentation":
+        problems.append(f"segmentation (dataset {config.dataset!r}): FedML's trainer and our metrics for it are "
+                        "classification only; run --algorithm FedAvg or FedProx (ours, on FedML's runtime)")
     if s.momentum != 0:
         problems.append(f"momentum {s.momentum} (FedML's SGD has none): set momentum: 0")
     if s.weight_decay != 0:
@@ -166,6 +170,25 @@ def unsupported_by_fedml(config: RunConfig) -> List[str]:
         problems.append("training augmentation (FedML's trainer trains on the loader's images as they are): "
                         "set prr_augment: false")
     return problems
+
+
+def fedml_simulation_keys(config: RunConfig, num_clients: int, *, backend: str, algorithm: str,
+                          frequency_of_the_test: int) -> Dict[str, Any]:
+    """FedML's args for its own simulator running ``algorithm`` on ``config``'s schedule, every client
+    in every round."""
+    s, k = config.schedule, num_clients
+    keys = dict(config.fedml)
+    keys.update({
+        "training_type": "simulation", "backend": backend, "federated_optimizer": algorithm,
+        "random_seed": config.seed, "client_num_in_total": k, "client_num_per_round": k, "worker_num": k,
+        "comm_round": s.rounds, "epochs": s.epochs, "batch_size": s.batch_size,
+        "client_optimizer": "sgd", "learning_rate": s.learning_rate, "weight_decay": s.weight_decay,
+        "frequency_of_the_test": frequency_of_the_test,
+        # create_model_trainer picks a trainer from args.dataset: any name other than
+        # stackoverflow_lr / fed_shakespeare / stackoverflow_nwp gives the classification one.
+        "dataset": f"fedml_prr_{config.dataset}",
+    })
+    return keys
 
 
 @dataclass
@@ -204,19 +227,9 @@ def run_fedml_fedavg(config: RunConfig, federation: Federation, *, match_batch_o
         raise ValueError("FedML's FedAvg cannot run this config: " + "; ".join(problems))
     federation.validate()
     s, k = config.schedule, len(federation.clients)
-    keys = dict(config.fedml)
-    keys.update({
-        "training_type": "simulation", "backend": "sp", "federated_optimizer": "FedAvg",
-        "random_seed": config.seed, "client_num_in_total": k, "client_num_per_round": k, "worker_num": k,
-        "comm_round": s.rounds, "epochs": s.epochs, "batch_size": s.batch_size,
-        "client_optimizer": "sgd", "learning_rate": s.learning_rate, "weight_decay": s.weight_decay,
-        # FedAvgAPI.train reads args.frequency_of_the_test; it evaluates at round 0 whatever the
-        # value (0 % f == 0) and at the last round; more often is only wasted time here.
-        "frequency_of_the_test": s.rounds,
-        # create_model_trainer picks a trainer from args.dataset: any name other than
-        # stackoverflow_lr / fed_shakespeare / stackoverflow_nwp gives the classification one.
-        "dataset": f"fedml_prr_{config.dataset}",
-    })
+    # FedAvgAPI.train reads args.frequency_of_the_test; it evaluates at round 0 whatever the
+    # value (0 % f == 0) and at the last round; more often is only wasted time here.
+    keys = fedml_simulation_keys(config, k, backend="sp", algorithm="FedAvg", frequency_of_the_test=s.rounds)
     keys.update(fedml_overrides or {})
     args = init_fedml_offline(fedml_args(keys))  # note: fedml.init reseeds random/numpy/torch globally
 
@@ -304,14 +317,7 @@ def run_fedml_mpi(config: RunConfig, federation: Federation, *, algorithm: str,
         raise ValueError(f"FedML's {algorithm} cannot run this config: " + "; ".join(problems))
     federation.validate()
     s, k = config.schedule, len(federation.clients)
-    keys = dict(config.fedml)
-    keys.update({
-        "training_type": "simulation", "backend": "MPI", "federated_optimizer": algorithm,
-        "random_seed": config.seed, "client_num_in_total": k, "client_num_per_round": k, "worker_num": k,
-        "comm_round": s.rounds, "epochs": s.epochs, "batch_size": s.batch_size, "client_optimizer": "sgd",
-        "learning_rate": s.learning_rate, "weight_decay": s.weight_decay, "frequency_of_the_test": 1,
-        "dataset": f"fedml_prr_{config.dataset}",
-    })
+    keys = fedml_simulation_keys(config, k, backend="MPI", algorithm=algorithm, frequency_of_the_test=1)
     if algorithm == "FedProx":
         keys["fedprox_mu"] = float(getattr(config.algorithm_params, "fedprox_mu", 0.01))
     args = init_fedml_offline(fedml_args(keys))

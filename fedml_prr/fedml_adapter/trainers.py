@@ -59,11 +59,16 @@ class AlgorithmClientTrainer(ClientTrainer):
         """Select the silo the next ``train`` / ``get_model_params`` calls act on."""
         self.id = trainer_id
 
+    def silo_of(self, message: Any) -> int:
+        """The silo a server message is addressed to (a clear error for anything else)."""
+        silo = message.get("silo") if isinstance(message, Mapping) else None
+        if not isinstance(silo, int):
+            raise ValueError(f"{self.spec.name} expects the server's per-silo message (a dict with an integer "
+                             f"'silo'), got {type(message).__name__}")
+        return silo
+
     def set_model_params(self, model_parameters: Message) -> None:
-        silo = model_parameters.get("silo") if isinstance(model_parameters, Mapping) else None
-        if silo is None:
-            raise ValueError(f"{self.spec.name} expects the server's per-silo message (a dict with 'silo'), "
-                             f"got {type(model_parameters).__name__}")
+        silo = self.silo_of(model_parameters)
         self.client(silo).receive(model_parameters)
         self._step[silo] = model_parameters["step"]
         self.id = silo

@@ -41,7 +41,7 @@ from ..training.federated import ClientContext, FederatedClient, round_closed_by
 from ..training.tasks import task_for
 from .parties import STARTUP_TIMEOUT_S, Party, PeerWatch, read_grpc_ipconfig, wait_until_reachable
 from .results import ResultsStore, _atomic_torch_save, save_checkpoint
-from .sp import RunResult, model_factory, pooled_training_split, resolve_device, update_validator
+from .sp import RunResult, context_factory, resolve_device, run_fields, update_validator
 
 logger = logging.getLogger(__name__)
 
@@ -176,16 +176,12 @@ def run_distributed(config: RunConfig, federation: Federation, *, rank: int, bac
                       if (watch and parties) else [])
 
     silo = rank - 1
-    build = model_factory(config, federation.num_classes)
-    pooled = pooled_training_split(federation) if spec.client.NEEDS_POOLED_DATA else None
+    contexts = context_factory(config, federation, spec)
 
     def make_context(s: int) -> ClientContext:
         if s != silo:
             raise ValueError(f"client rank {rank} serves silo {silo} but received a message for silo {s}")
-        return ClientContext(silo=s, data=federation.clients[s], num_classes=federation.num_classes,
-                             build_model=build, schedule=config.schedule, device=device, seed=config.seed,
-                             eval_batch_size=config.options.eval_batch_size, augment=config.options.augment,
-                             pooled_train=pooled)
+        return contexts(s)
 
     store = SiloStore(Path(config.options.results_dir), federation.clients[silo].name, spr, num_steps,
                       resume=resume, overwrite=overwrite)
@@ -254,10 +250,8 @@ def _serve(config: RunConfig, federation: Federation, spec, args, placeholder, *
     if pending:
         raise RuntimeError(f"rounds {sorted(pending)} are missing records from some clients")
     elapsed = elapsed_before + time.perf_counter() - started
-    summary = store.summary({"algorithm": config.algorithm, "dataset": config.dataset, "model": config.model,
-                             "seed": config.seed, "rounds": config.schedule.rounds, "epochs": config.schedule.epochs,
-                             "clients": names, "wall_time_s": elapsed, "backend": args.backend,
-                             "task": task.name, "selection_metric": task.selection_metric})
+    summary = store.summary(run_fields(config, names, elapsed, backend=args.backend,
+                                       task=task.name, selection_metric=task.selection_metric))
     return RunResult(summary=summary, results_dir=str(store.root))
 
 
@@ -294,8 +288,6 @@ def run_fedml_native(config: RunConfig, federation: Federation, *, algorithm: st
     run_fedml_mpi(config, federation, algorithm=algorithm, on_round=on_round)
     if store is None:
         return None
-    summary = store.summary({"algorithm": f"FedML:{algorithm}", "dataset": config.dataset, "model": config.model,
-                             "seed": config.seed, "rounds": config.schedule.rounds, "epochs": config.schedule.epochs,
-                             "clients": [c.name for c in federation.clients], "backend": "MPI",
-                             "wall_time_s": time.perf_counter() - started})
+    summary = store.summary(run_fields(config, [c.name for c in federation.clients], time.perf_counter() - started,
+                                       algorithm=f"FedML:{algorithm}", backend="MPI"))
     return RunResult(summary=summary, results_dir=str(store.root))

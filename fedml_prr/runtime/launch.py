@@ -12,6 +12,7 @@ Used by ``run_scripts/run_grpc_federation.py`` and the tests.
 from __future__ import annotations
 
 import argparse
+import random
 import socket
 import subprocess
 import sys
@@ -24,13 +25,26 @@ from typing import Dict, List, Optional, Sequence
 from .parties import write_grpc_ipconfig
 
 
+#: ports handed to a local federation: below Linux's ephemeral range (32768-60999), so that no
+#: outgoing connection of this machine can take one between choosing it and the party binding it
+PORT_RANGE = (20000, 32000)
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> List[int]:
-    """``count`` distinct TCP ports that were free a moment ago."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
+    """``count`` distinct TCP ports of :data:`PORT_RANGE` that were free a moment ago."""
+    start = random.randrange(*PORT_RANGE)
+    ports: List[int] = []
+    for offset in range(PORT_RANGE[1] - PORT_RANGE[0]):
+        port = PORT_RANGE[0] + (start - PORT_RANGE[0] + offset) % (PORT_RANGE[1] - PORT_RANGE[0])
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"fewer than {count} free ports in {PORT_RANGE}")
 
 
 @dataclass

@@ -11,7 +11,6 @@ import csv
 import logging
 import threading
 import time
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Sequence
@@ -57,7 +56,7 @@ def write_grpc_ipconfig(path: str, ports: Sequence[int], host: str = "127.0.0.1"
 class PeerWatch(threading.Thread):
     """Ends this process when a party it waits for disappears (gRPC has no failure detector).
 
-    Every ``interval`` seconds it opens a TCP connection to each watched party's gRPC port.  A
+    Every ``interval`` seconds it connects to each watched party's gRPC server.  A
     party that was reachable and then refuses ``misses`` checks in a row is gone; one never
     reachable within ``startup_timeout`` seconds never came up.  ``on_lost(message)`` is then
     called (the runtime logs and exits non-zero).  ``done()`` True stops the watch (a normal end:
@@ -75,12 +74,18 @@ class PeerWatch(threading.Thread):
         self.startup_timeout = startup_timeout
 
     @staticmethod
-    def reachable(party: Party) -> bool:
+    def reachable(party: Party, timeout: float = 1.0) -> bool:
+        """Whether ``party``'s gRPC server accepts a connection (gRPC's own connect, as FedML's sends)."""
+        import grpc
+
+        channel = grpc.insecure_channel(f"{party.host}:{party.port}", options=[("grpc.enable_http_proxy", 0)])
         try:
-            with socket.create_connection((party.host, party.port), timeout=1.0):
-                return True
-        except OSError:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+            return True
+        except grpc.FutureTimeoutError:
             return False
+        finally:
+            channel.close()
 
     def run(self) -> None:
         seen = {p.rank: False for p in self.parties}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List
 
 import torch
 
@@ -22,6 +22,7 @@ from ..config import RunConfig
 from ..data.federation import Federation, ImageSplit
 from ..fedml_adapter import AlgorithmClientTrainer, AlgorithmServerAggregator, fedml_args, init_fedml_offline
 from ..models import build_model, model_task
+from ..training.batched import EngineOptions, attach_cohort
 from ..training.federated import ClientContext, round_closed_by
 from ..training.tasks import task_for
 from ..training.validation import UpdateValidator
@@ -57,6 +58,25 @@ def pooled_training_split(federation: Federation) -> ImageSplit:
                       torch.cat([c.train.labels for c in federation.clients]))
 
 
+def context_factory(config: RunConfig, federation: Federation, spec=None) -> Callable[[int], ClientContext]:
+    """``silo -> ClientContext`` of a run (data, model factory, schedule, device of that silo)."""
+    spec = spec or get_algorithm(config.algorithm)
+    if model_task(config.model) != federation.task:
+        raise ValueError(f"model {config.model!r} is a {model_task(config.model)} model but dataset {federation.name!r} "
+                         f"is {federation.task}; pick a {federation.task} model (see docs/algorithm.md)")
+    device = resolve_device(config.options.device)
+    build = model_factory(config, federation.num_classes)
+    pooled = pooled_training_split(federation) if spec.client.NEEDS_POOLED_DATA else None
+
+    def make_context(silo: int) -> ClientContext:
+        return ClientContext(silo=silo, data=federation.clients[silo], num_classes=federation.num_classes,
+                             build_model=build, schedule=config.schedule, device=device, seed=config.seed,
+                             eval_batch_size=config.options.eval_batch_size, augment=config.options.augment,
+                             pooled_train=pooled)
+
+    return make_context
+
+
 def update_validator(config: RunConfig, federation: Federation, spec=None) -> UpdateValidator:
     """The server-side check of every upload (against the run's model and the federation)."""
     spec = spec or get_algorithm(config.algorithm)
@@ -66,26 +86,17 @@ def update_validator(config: RunConfig, federation: Federation, spec=None) -> Up
 
 
 def build_participants(config: RunConfig, federation: Federation, *, fedml_args_obj=None):
-    """The FedML client trainer and server aggregator of ``config.algorithm`` on ``federation``."""
+    """The FedML client trainer and server aggregator of ``config.algorithm`` on ``federation``.
+
+    With ``prr_engine: batched`` every silo's client is created now and attached to one batched
+    engine (:func:`fedml_prr.training.batched.attach_cohort`).
+    """
     spec = get_algorithm(config.algorithm)
     if config.num_clients is not None and config.num_clients != len(federation.clients):
         raise ValueError(f"client_num_in_total is {config.num_clients} but dataset {config.dataset!r} has "
                          f"{len(federation.clients)} clients ({', '.join(c.name for c in federation.clients)}); "
                          "set client_num_in_total to match or remove it")
-    if model_task(config.model) != federation.task:
-        raise ValueError(f"model {config.model!r} is a {model_task(config.model)} model but dataset {federation.name!r} "
-                         f"is {federation.task}; pick a {federation.task} model (see docs/algorithm.md)")
-    device = resolve_device(config.options.device)
-    build = model_factory(config, federation.num_classes)
-
-    pooled = pooled_training_split(federation) if spec.client.NEEDS_POOLED_DATA else None
-
-    def make_context(silo: int) -> ClientContext:
-        return ClientContext(silo=silo, data=federation.clients[silo], num_classes=federation.num_classes,
-                             build_model=build, schedule=config.schedule, device=device, seed=config.seed,
-                             eval_batch_size=config.options.eval_batch_size, augment=config.options.augment,
-                             pooled_train=pooled)
-
+    make_context = context_factory(config, federation, spec)
     args = fedml_args_obj if fedml_args_obj is not None else init_fedml_offline(fedml_args(config.fedml))
     placeholder = torch.nn.Identity()
     trainer = AlgorithmClientTrainer(placeholder, args, spec=spec, params=config.algorithm_params,
@@ -93,7 +104,20 @@ def build_participants(config: RunConfig, federation: Federation, *, fedml_args_
     server = spec.server(len(federation.clients), config.schedule, config.algorithm_params, config.seed)
     aggregator = AlgorithmServerAggregator(placeholder, args, server=server,
                                            validator=update_validator(config, federation, spec))
+    if config.options.engine == "batched":
+        o = config.options
+        attach_cohort([trainer.client(s) for s in range(len(federation.clients))],
+                      EngineOptions(bf16=o.bf16, channels_last=o.channels_last, conv_mode=o.conv_mode))
     return trainer, aggregator
+
+
+def run_fields(config: RunConfig, clients: List[str], wall_time_s: float, **extra: Any) -> Dict[str, Any]:
+    """What a run's ``summary.json`` says about the run itself (``extra`` adds or overrides)."""
+    fields = {"algorithm": config.algorithm, "dataset": config.dataset, "model": config.model, "seed": config.seed,
+              "rounds": config.schedule.rounds, "epochs": config.schedule.epochs, "clients": clients,
+              "wall_time_s": wall_time_s}
+    fields.update(extra)
+    return fields
 
 
 @dataclass
@@ -186,8 +210,6 @@ def _run(config: RunConfig, federation: Federation, *, resume: bool, overwrite: 
         bar.update(1)
         bar.close()
     elapsed = elapsed_before + time.perf_counter() - started
-    summary = store.summary({"algorithm": config.algorithm, "dataset": config.dataset, "model": config.model,
-                             "seed": config.seed, "rounds": config.schedule.rounds, "epochs": config.schedule.epochs,
-                             "clients": [names[s] for s in silos], "wall_time_s": elapsed,
-                             "task": task.name, "selection_metric": task.selection_metric})
+    summary = store.summary(run_fields(config, [names[s] for s in silos], elapsed,
+                                       task=task.name, selection_metric=task.selection_metric))
     return RunResult(summary=summary, results_dir=str(store.root))

@@ -135,11 +135,16 @@ class FederatedClient(abc.ABC):
         self._before: Dict[int, Dict[str, Dict[str, float]]] = {}
         self._records: List[Dict[str, Any]] = []
         self._last_step = -1
+        self.received_step = -1  # step of the last server message
+        #: set by the batched engine (:mod:`fedml_prr.training.batched`), which then trains this
+        #: client together with the other silos of the process; None: this client's own loop
+        self.cohort = None
 
     # ----------------------------------------------------------------- protocol
     def receive(self, message: Message) -> None:
         """Take the server's message of ``message['step']``."""
         self._check_message(message)
+        self.received_step = message["step"]
         if "global_class_counts" in message:
             self.global_class_counts = torch.as_tensor(message["global_class_counts"])
         self.apply(message)
@@ -153,7 +158,10 @@ class FederatedClient(abc.ABC):
         if step == 0:
             return
         info = step_info(step, self.spr, self.ctx.schedule)
-        self.local_step(info)
+        if self.cohort is not None:
+            self.cohort.local_step(self, info)
+        else:
+            self.local_step(info)
         if info.last_of_round:
             self._before[info.round_idx] = self._evaluate_reported(("valid", "test"))
 

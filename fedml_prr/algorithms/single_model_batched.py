@@ -1,0 +1,54 @@
+"""One-model baselines on the batched engine (``prr_engine: batched``).
+
+Any :class:`~fedml_prr.algorithms.single_model.SingleModelClient` that keeps the default local
+schedule (:meth:`train_round`: E epochs of :meth:`batch_loss`, one optimizer per round) and adds
+no regularizer trains here exactly as in its own loop: FedAvg, FedBN, FedPer, FedLC, Local.  Each
+client's own ``batch_loss`` is called on its slot's logits, so a baseline that only changes the
+loss needs nothing more.  FedProx, FedRep, Ditto and Centralized change the schedule or add a
+regularizer over the module's parameters; they keep the loop engine.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+
+from ..training.batched import Cohort, register_cohort
+from ..training.federated import StepInfo
+from .single_model import SingleModelClient
+
+
+@register_cohort
+class SingleModelCohort(Cohort):
+    """One slot per client: its ``model``."""
+
+    @classmethod
+    def supports(cls, client) -> bool:
+        kind = type(client)
+        return (isinstance(client, SingleModelClient) and not client.NEEDS_POOLED_DATA
+                and kind.train_round is SingleModelClient.train_round
+                and kind.regularizer is SingleModelClient.regularizer)
+
+    def slot_models(self, client: SingleModelClient) -> List[torch.nn.Module]:
+        return [client.model]
+
+    def run_step(self, info: StepInfo) -> None:
+        members, device = self.members, self.device
+        momentum_state: dict = {}  # one optimizer per round, as train_round
+        self.load_slots()
+        for _ in range(members[0].ctx.schedule.epochs):
+            batches = self.epoch_batches()
+            loss_sums = torch.zeros(len(members), device=device)
+            for active, groups in self.train_steps(batches):
+                total = torch.zeros((), device=device)
+                for group, inputs, labels in groups:
+                    for m, y, (logits, features) in zip(group, labels, self.forward(inputs, group, training=True)):
+                        loss = members[m].batch_loss(logits[0], features[0], y)
+                        total = total + loss
+                        loss_sums[m] += loss.detach()
+                self.sgd_step(total, active, info.round_idx, momentum_state)
+            means = (loss_sums / torch.tensor([max(len(b), 1) for b in batches], device=device)).tolist()
+            for client, mean in zip(members, means):
+                client.last_loss = mean
+        self.store_slots()
