@@ -118,6 +118,32 @@ def test_mpi_runs_a_baseline_identically(tmp_path, data_root):
     assert records(tmp_path / "mpi") == records(tmp_path / "sp")
 
 
+def test_mpi_runs_prr_segmentation_identically(tmp_path):
+    """The prostate path (masks, Dice selection, pixel CPA) under mpirun matches one process."""
+    doc = {
+        "common_args": {"training_type": "simulation", "random_seed": 0},
+        "data_args": {"dataset": "prostate_synthetic"},
+        "model_args": {"model": "unet_small"},
+        "train_args": {"federated_optimizer": "PRR", "comm_round": 2, "epochs": 2, "batch_size": 4,
+                       "learning_rate": 0.1},
+        "prr_args": {"prr_image_size": 32, "prr_dataset_options": {"cases": [2, 1, 1], "slices_per_case": 4,
+                                                                   "sites": 2},
+                     "prr_model_options": {"base": 8, "depth": 2}, "prr_threads": 1,
+                     "prr_results_dir": str(tmp_path / "sp")},
+    }
+    config_file = tmp_path / "prostate.yaml"
+    config_file.write_text(yaml.safe_dump(doc))
+    single_process(config_file, tmp_path / "sp")
+    mpi = cli("mpirun", "-np", "3", "--cf", str(config_file), "--set", f"prr_results_dir={tmp_path / 'mpi'}")
+    assert mpi.returncode == 0, mpi.stdout + mpi.stderr
+    reference = records(tmp_path / "sp")
+    assert len(reference) == 2 * 2 and "dice" in reference[0]["test"]
+    assert records(tmp_path / "mpi") == reference
+    summary = json.loads((tmp_path / "mpi" / "summary.json").read_text())
+    assert summary["selection_metric"] == "dice" and summary["task"] == "segmentation"
+    assert_same_checkpoints(tmp_path / "sp", tmp_path / "mpi")
+
+
 def test_unmodified_fedml_script_runs_prr_after_install(prr_reference):
     config_file, folder = prr_reference
     out = folder / "fedml_script"

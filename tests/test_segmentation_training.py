@@ -91,6 +91,16 @@ def test_a_classification_model_on_segmentation_data_is_refused(tmp_path, federa
         build_participants(make_config(doc), federation)
 
 
+def test_the_batched_engine_and_fedml_own_trainer_refuse_segmentation(tmp_path, federation):
+    from fedml_prr.fedml_adapter.fedml_native import unsupported_by_fedml
+
+    doc = tiny_doc(tmp_path, prr_engine="batched")
+    with pytest.raises(TypeError, match="batched engine supports vgg16_slim only, got UNetSmall"):
+        build_participants(make_config(doc), federation)
+    problems = unsupported_by_fedml(make_config(tiny_doc(tmp_path)))
+    assert any("segmentation" in p and "--algorithm FedAvg" in p for p in problems)
+
+
 def test_compare_on_segmentation_writes_dice_table_curves_and_overlays(tmp_path):
     doc = tiny_doc(tmp_path)
     doc["train_args"].update(comm_round=1, epochs=1)
