@@ -44,6 +44,7 @@ import torch
 
 from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message
 from ..training.validation import UpdateValidator
+from .heartbeat import HeartbeatMonitor, is_heartbeat
 from .trainers import AlgorithmClientTrainer, AlgorithmServerAggregator
 
 logger = logging.getLogger(__name__)
@@ -200,6 +201,8 @@ def quiet_receive_loop(com_manager) -> None:
                     payload = incoming.get(timeout=0.05)
                 except queue.Empty:
                     continue
+                if is_heartbeat(payload):  # one that arrived before HeartbeatMonitor.attach
+                    continue
                 message = pickle.loads(payload)
                 sender = int(message.get_sender_id())
                 if sender not in com_manager.grpc_mappings:
@@ -228,8 +231,11 @@ def quiet_receive_loop(com_manager) -> None:
 
 
 def run_server_manager(args, aggregator: CrossSiloServerAggregator, *, comm, num_clients: int,
-                       device: torch.device) -> None:
-    """Serve until every client has finished (FedML's ``init_server``, minus its name gate)."""
+                       device: torch.device, heartbeats: Optional[HeartbeatMonitor] = None) -> None:
+    """Serve until every client has finished (FedML's ``init_server``, minus its name gate).
+
+    ``heartbeats`` (gRPC): attached to the server's endpoint and started before serving.
+    """
     from fedml.cross_silo.server.fedml_aggregator import FedMLAggregator
     from fedml.cross_silo.server.fedml_server_manager import FedMLServerManager
 
@@ -237,6 +243,9 @@ def run_server_manager(args, aggregator: CrossSiloServerAggregator, *, comm, num
     fedml_aggregator = FedMLAggregator(None, None, 0, {}, {}, {}, num_clients, device, args, aggregator)
     manager = FedMLServerManager(args, fedml_aggregator, comm, 0, num_clients, args.backend)
     quiet_receive_loop(manager.com_manager)
+    if heartbeats is not None:
+        heartbeats.attach(manager.com_manager)
+        heartbeats.start()
     manager.run()
 
 

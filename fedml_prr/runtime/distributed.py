@@ -15,9 +15,9 @@ Where things are written (``prr_results_dir``; every party uses its own copy of 
   server resumes.
 
 Failures end the job within seconds instead of hanging (FedML leaves the other parties waiting
-forever): under MPI the failing rank calls ``MPI_Abort``; over gRPC every party watches the ports
-of the parties it waits for (:class:`PeerWatch`) and exits with an error naming the lost party
-when one disappears.
+forever): under MPI the failing rank calls ``MPI_Abort``; over gRPC each client sends heartbeats
+to the server's endpoint (:mod:`fedml_prr.fedml_adapter.heartbeat`), and the server, or a client,
+exits with an error naming the lost party when they stop.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ from ..data.federation import Federation
 from ..fedml_adapter import fedml_args, init_fedml_offline
 from ..fedml_adapter.cross_silo import (CrossSiloClientTrainer, CrossSiloServerAggregator, SiloHooks,
                                         run_client_manager, run_server_manager)
+from ..fedml_adapter.heartbeat import HeartbeatMonitor, HeartbeatSender
 from ..training.federated import ClientContext, FederatedClient, round_closed_by, steps_per_round, total_steps
 from ..training.tasks import task_for
-from .parties import STARTUP_TIMEOUT_S, Party, PeerWatch, read_grpc_ipconfig, wait_until_reachable
+from .parties import STARTUP_TIMEOUT_S, Party, read_grpc_ipconfig, wait_until_reachable
 from .results import ResultsStore, _atomic_torch_save, save_checkpoint
 from .sp import RunResult, context_factory, resolve_device, run_fields, update_validator
 
@@ -192,7 +193,7 @@ def run_distributed(config: RunConfig, federation: Federation, *, rank: int, bac
         # not listening yet: wait for it, so that the parties can be started in any order
         wait_until_reachable(parties[0], timeout=STARTUP_TIMEOUT_S)
     if watch and parties:
-        PeerWatch([parties[0]], done=lambda: trainer.finished, on_lost=_exit_now).start()
+        HeartbeatSender(parties[0].address, rank, done=lambda: trainer.finished, on_lost=_exit_now).start()
     run_client_manager(args, trainer, comm=comm, rank=rank, num_clients=num_clients, device=device)
     if not trainer.finished:
         raise RuntimeError(f"client rank {rank} stopped before the server's end message")
@@ -242,9 +243,11 @@ def _serve(config: RunConfig, federation: Federation, spec, args, placeholder, *
                                            on_records=on_records, on_aggregated=on_aggregated)
     aggregator.step = start_step
     aggregator.selected_round = store.selection.round
+    heartbeats = None
     if watch:
-        PeerWatch(watch, done=lambda: aggregator.finished, on_lost=_exit_now).start()
-    run_server_manager(args, aggregator, comm=comm, num_clients=num_clients, device=device)
+        heartbeats = HeartbeatMonitor({p.rank: p.address for p in watch}, done=lambda: aggregator.finished,
+                                      on_lost=_exit_now, startup_timeout=STARTUP_TIMEOUT_S)
+    run_server_manager(args, aggregator, comm=comm, num_clients=num_clients, device=device, heartbeats=heartbeats)
     if not aggregator.finished:
         raise RuntimeError("the server stopped before every client reported its last round")
     if pending:

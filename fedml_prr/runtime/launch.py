@@ -3,7 +3,7 @@
 Each party is a separate ``fedml-prr run --role ...`` process, exactly as on K+1 machines; only
 the address book (``grpc_ipconfig_path``) is written here, with free loopback ports.  The launcher
 waits for every party, and if one fails it gives the others a few seconds to notice and exit on
-their own (they do: :class:`~fedml_prr.runtime.distributed.PeerWatch`), then stops any left, and
+their own (they do: :mod:`fedml_prr.fedml_adapter.heartbeat`), then stops any left, and
 returns the failing party's exit status.  Logs: ``<results_dir>/logs/rank<r>.log``.
 
 Used by ``run_scripts/run_grpc_federation.py`` and the tests.
