@@ -110,8 +110,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Launch `mpirun -np NP python -m fedml_prr run --cf CONFIG ...` with the options Open MPI "
                     "needs here (--oversubscribe beyond the core count; root allowed in containers). Other "
                     "options are passed to `run`.")
-    mpirun.add_argument("-np", type=int, dest="np", help="number of processes, K+1 (default: client_num_in_total+1)")
-    mpirun.add_argument("--cf", required=True, help="FedML YAML config with a prr_args section")
+    _mpirun_arguments(mpirun)
     compare = sub.add_parser(
         "compare", help="run every algorithm x seed, then write a table, plots and the best algorithm per metric",
         description="Run each algorithm with each seed (finished runs are skipped, interrupted ones resumed), "
@@ -371,6 +370,13 @@ def _exec(argv: List[str]) -> int:
     return 0
 
 
+def _mpirun_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``fedml-prr mpirun`` itself (the rest go to ``run``)."""
+    parser.add_argument("-np", type=int, dest="np", help="number of processes, K+1 (default: client_num_in_total+1)")
+    parser.add_argument("--cf", required=True, help="FedML YAML config with a prr_args section")
+    return parser
+
+
 def _mpirun(argv: List[str]) -> int:
     """``fedml-prr mpirun -np NP --cf CONFIG [run options]``."""
     import os
@@ -378,10 +384,7 @@ def _mpirun(argv: List[str]) -> int:
     import subprocess
     from pathlib import Path
 
-    parser = argparse.ArgumentParser(prog="fedml-prr mpirun")
-    parser.add_argument("-np", type=int, dest="np")
-    parser.add_argument("--cf", required=True)
-    known, rest = parser.parse_known_args(argv)
+    known, rest = _mpirun_arguments(argparse.ArgumentParser(prog="fedml-prr mpirun")).parse_known_args(argv)
     np_ = known.np
     if np_ is None:
         from .api import read_yaml
