@@ -43,49 +43,38 @@ def _pct(value: float) -> str:
     return "  -  " if value is None or math.isnan(value) else f"{100 * value:5.1f}"
 
 
-def format_segmentation_table(summary: Mapping[str, Any]) -> str:
-    """:func:`format_table` for a segmentation run: Dice, IoU, pixel accuracy, recall per client."""
-    selected, retro = summary["selected"], summary["retrogress"]["clients"]
-    header = f"{'client':<12} {'n':>5} {'Dice':>6} {'IoU':>6} {'acc':>6} {'recall':>6} {'retro':>6}"
-    lines = [f"{summary['algorithm']} on {summary['dataset']} - test metrics (%) at the selected round "
-             f"{summary['selected_round']} (best mean valid Dice), seed {summary['seed']}", header, "-" * len(header)]
-    for client, m in selected["clients"].items():
-        t = m["test"]
-        lines.append(f"{client:<12} {t['n']:>5} {_pct(t['dice']):>6} {_pct(t['iou']):>6} {_pct(t['accuracy']):>6} "
-                     f"{_pct(t['recall']):>6} {_pct(retro.get(client, float('nan'))):>6}")
-    mean, final = selected["mean"], summary["final"]["mean"]
-    lines.append("-" * len(header))
-    lines.append(f"{'Average':<12} {'':>5} {_pct(mean['dice']):>6} {_pct(mean['iou']):>6} {_pct(mean['accuracy']):>6} "
-                 f"{_pct(mean['recall']):>6} {_pct(summary['retrogress']['mean']):>6}")
-    lines.append(f"final round {summary['last_round']}: mean Dice {_pct(final['dice']).strip()}, "
-                 f"IoU {_pct(final['iou']).strip()}; wall time {summary['wall_time_s']:.0f} s")
-    return "\n".join(lines)
+#: per task: the table's (column, metric) pairs, the selection metric's name, the final line's
+#: pairs, and whether a row of sample-weighted means follows the average
+_TABLES = {
+    "classification": ((("acc", "accuracy"), ("bacc", "balanced_accuracy"), ("F1", "macro_f1"), ("AUC", "auc")),
+                       "macro-F1", (("acc", "accuracy"), ("F1", "macro_f1"), ("AUC", "auc")), True),
+    "segmentation": ((("Dice", "dice"), ("IoU", "iou"), ("acc", "accuracy"), ("recall", "recall")),
+                     "Dice", (("Dice", "dice"), ("IoU", "iou")), False),
+}
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
-    """Per-client test metrics of the selected round, with unweighted and weighted averages."""
-    if summary.get("task") == "segmentation":
-        return format_segmentation_table(summary)
-    selected = summary["selected"]
-    retro = summary["retrogress"]["clients"]
-    header = f"{'client':<12} {'n':>5} {'acc':>6} {'bacc':>6} {'F1':>6} {'AUC':>6} {'retro':>6}"
+    """Per-client test metrics of the selected round, with unweighted (and for classification
+    sample-weighted) averages; segmentation runs show Dice, IoU, pixel accuracy and recall."""
+    columns, selection, final_columns, weighted = _TABLES[summary.get("task", "classification")]
+    selected, retro = summary["selected"], summary["retrogress"]["clients"]
+
+    def row(label: str, n: Any, metrics: Mapping[str, float], suffix: str = "") -> str:
+        return f"{label:<12} {n:>5} " + " ".join(f"{_pct(metrics[key + suffix]):>6}" for _, key in columns)
+
+    header = f"{'client':<12} {'n':>5} " + " ".join(f"{name:>6}" for name, _ in columns) + f" {'retro':>6}"
     lines = [f"{summary['algorithm']} on {summary['dataset']} - test metrics (%) at the selected round "
-             f"{summary['selected_round']} (best mean valid macro-F1), seed {summary['seed']}", header, "-" * len(header)]
+             f"{summary['selected_round']} (best mean valid {selection}), seed {summary['seed']}", header, "-" * len(header)]
     for client, m in selected["clients"].items():
-        t = m["test"]
-        lines.append(f"{client:<12} {t['n']:>5} {_pct(t['accuracy']):>6} {_pct(t['balanced_accuracy']):>6} "
-                     f"{_pct(t['macro_f1']):>6} {_pct(t['auc']):>6} {_pct(retro.get(client, float('nan'))):>6}")
-    mean = selected["mean"]
+        lines.append(row(client, m["test"]["n"], m["test"]) + f" {_pct(retro.get(client, float('nan'))):>6}")
+    mean, final = selected["mean"], summary["final"]["mean"]
     lines.append("-" * len(header))
-    lines.append(f"{'Average':<12} {'':>5} {_pct(mean['accuracy']):>6} {_pct(mean['balanced_accuracy']):>6} "
-                 f"{_pct(mean['macro_f1']):>6} {_pct(mean['auc']):>6} {_pct(summary['retrogress']['mean']):>6}")
-    lines.append(f"{'Weighted':<12} {'':>5} {_pct(mean['accuracy_weighted']):>6} "
-                 f"{_pct(mean['balanced_accuracy_weighted']):>6} {_pct(mean['macro_f1_weighted']):>6} "
-                 f"{_pct(mean['auc_weighted']):>6}")
-    final = summary["final"]["mean"]
-    lines.append(f"final round {summary['last_round']}: mean acc {_pct(final['accuracy']).strip()}, "
-                 f"F1 {_pct(final['macro_f1']).strip()}, AUC {_pct(final['auc']).strip()}; "
-                 f"wall time {summary['wall_time_s']:.0f} s")
+    lines.append(row("Average", "", mean) + f" {_pct(summary['retrogress']['mean']):>6}")
+    if weighted:
+        lines.append(row("Weighted", "", mean, "_weighted"))
+    lines.append(f"final round {summary['last_round']}: mean "
+                 + ", ".join(f"{name} {_pct(final[key]).strip()}" for name, key in final_columns)
+                 + f"; wall time {summary['wall_time_s']:.0f} s")
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def message_bytes(config_file: str, algorithm: str, rounds: int) -> Dict[str, float]:
     from fedml_prr.api import federation_for, make_config
-    from fedml_prr.runtime.sp import build_participants
+    from fedml_prr.runtime.sp import build_participants, local_uploads
 
     config = make_config(config_file, algorithm=algorithm, overrides={"comm_round": rounds, "prr_threads": 1})
     federation = federation_for(config)
@@ -51,12 +51,7 @@ def message_bytes(config_file: str, algorithm: str, rounds: int) -> Dict[str, fl
             trainer.set_model_params(messages[s])
         if step == spr + 1:
             break
-        uploads = []
-        for s in silos:
-            trainer.set_id(s)
-            trainer.train(None, None, None)
-            upload = trainer.get_model_params()
-            uploads.append((upload["num_samples"], upload))
+        uploads = local_uploads(trainer, silos)
         if 1 <= step <= spr:
             uploaded.append(len(pickle.dumps(uploads[0][1])))
         aggregator.aggregate(uploads)

@@ -3,6 +3,7 @@
 import torch
 
 from fedml_prr.data.federation import ClientData, Federation, ImageSplit
+from fedml_prr.runtime.sp import local_uploads
 
 TINY = {
     "train_args": {"comm_round": 2, "epochs": 2, "batch_size": 8, "learning_rate": 0.05},
@@ -32,13 +33,7 @@ def collect_uploads(trainer, aggregator, silos):
     messages = aggregator.get_model_params()
     for s in silos:
         trainer.set_model_params(messages[s])
-    uploads = []
-    for s in silos:
-        trainer.set_id(s)
-        trainer.train(None, None, None)
-        u = trainer.get_model_params()
-        uploads.append((u["num_samples"], u))
-    return uploads
+    return local_uploads(trainer, silos)
 
 
 def drive_one_step(trainer, aggregator, silos):

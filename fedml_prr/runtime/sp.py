@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
@@ -120,6 +120,17 @@ def run_fields(config: RunConfig, clients: List[str], wall_time_s: float, **extr
     return fields
 
 
+def local_uploads(trainer: AlgorithmClientTrainer, silos: List[int]) -> List[Tuple[int, Dict[str, Any]]]:
+    """Train each of ``silos`` one protocol step in this process; FedML's ``(num_samples, upload)`` list."""
+    uploads = []
+    for silo in silos:
+        trainer.set_id(silo)
+        trainer.train(None, None, None)
+        upload = trainer.get_model_params()
+        uploads.append((upload["num_samples"], upload))
+    return uploads
+
+
 @dataclass
 class RunResult:
     summary: Dict[str, Any]
@@ -197,13 +208,7 @@ def _run(config: RunConfig, federation: Federation, *, resume: bool, overwrite: 
                 bar.set_postfix({"round": closed, f"test_{task.score_name}": f"{100 * mean_score:.1f}"})
         if step == server.num_steps:
             break
-        uploads = []
-        for silo in silos:
-            trainer.set_id(silo)
-            trainer.train(None, None, None)
-            upload = trainer.get_model_params()
-            uploads.append((upload["num_samples"], upload))
-        aggregator.set_model_params(aggregator.aggregate(uploads))
+        aggregator.set_model_params(aggregator.aggregate(local_uploads(trainer, silos)))
         if bar is not None:
             bar.update(1)
     if bar is not None:
