@@ -22,12 +22,14 @@ from typing import Any, Mapping, Optional, Union
 import yaml
 
 from .algorithms import ALGORITHMS
-from .algorithms.prr import SEGMENTATION_DEFAULTS
-from .config import RunConfig, flatten_sections, load_config
+from .config import ConfigError, RunConfig, flatten_sections, load_config, paper_scale_preset
 from .data import build_federation, dataset_task
 from .data.federation import Federation
 
 ConfigSource = Union[str, Path, Mapping[str, Any], None]
+
+#: datasets generated in memory: they never read prr_data_root
+EMBEDDED_DATASETS = ("derm_synthetic", "prostate_synthetic")
 
 
 def read_yaml(path: Union[str, Path]) -> Mapping[str, Any]:
@@ -42,27 +44,42 @@ def read_yaml(path: Union[str, Path]) -> Mapping[str, Any]:
 
 
 def make_config(source: ConfigSource = None, *, algorithm: Optional[str] = None,
-                overrides: Optional[Mapping[str, Any]] = None) -> RunConfig:
+                overrides: Optional[Mapping[str, Any]] = None, paper_scale: bool = False) -> RunConfig:
     """Validate a config (YAML path, parsed mapping or None for all defaults) into a RunConfig.
 
-    A segmentation dataset brings PRR's segmentation defaults (:data:`~fedml_prr.algorithms.prr.SEGMENTATION_DEFAULTS`)
-    for every key the YAML and ``overrides`` leave unset.
+    Parameters
+    ----------
+    algorithm:
+        Overrides ``federated_optimizer``.
+    overrides:
+        ``--set`` keys, applied last.
+    paper_scale:
+        Apply the paper's setup of the dataset's task (:data:`fedml_prr.config.PAPER_SCALE`)
+        between the YAML and ``overrides``; model and dataset options are merged, not replaced.
+
+    The algorithm's defaults for the dataset's task (PRR's segmentation variant,
+    ``AlgorithmSpec.task_defaults``) fill every key the YAML and ``overrides`` leave unset.
     """
     document = {} if source is None else (read_yaml(source) if isinstance(source, (str, Path)) else source)
     merged = dict(overrides or {})
     if algorithm is not None:
         merged["federated_optimizer"] = algorithm
+    fedml_keys = flatten_sections(document)[0]
+    dataset = str(merged.get("dataset", fedml_keys.get("dataset", "derm_synthetic")))
+    model = str(merged.get("model", fedml_keys.get("model", "vgg16_slim")))
+    name = str(merged.get("federated_optimizer", fedml_keys.get("federated_optimizer", "PRR")))
+    task = dataset_task(dataset)
     params = {ALGORITHMS.canonical_name(n): ALGORITHMS.get(n).params for n in ALGORITHMS.names()}
-    dataset = merged.get("dataset", flatten_sections(document)[0].get("dataset", "derm_synthetic"))
-    defaults = SEGMENTATION_DEFAULTS if dataset_task(str(dataset)) == "segmentation" else None
+    defaults = ALGORITHMS.get(name).task_defaults.get(task) if name in ALGORITHMS else None
+    presets = paper_scale_preset(task, dataset=dataset, model=model) if paper_scale else None
     return load_config(document, algorithm_params=params, algorithm_names=ALGORITHMS.names(), overrides=merged,
-                       prr_defaults=defaults)
+                       presets=presets, prr_defaults=defaults)
 
 
 def federation_for(config: RunConfig) -> Federation:
     """Build the config's registered dataset."""
     options = dict(config.options.dataset_options)
-    if config.data_root is not None and config.dataset not in ("derm_synthetic", "prostate_synthetic"):
+    if config.data_root is not None and config.dataset not in EMBEDDED_DATASETS:
         options.setdefault("root", config.data_root)
     return build_federation(config.dataset, seed=config.seed, image_size=config.options.image_size, **options)
 
@@ -73,14 +90,14 @@ def run(config: RunConfig, *, federation: Optional[Federation] = None, resume: b
     from .runtime.sp import run_single_process
 
     if config.backend == "MPI":
-        raise ValueError("backend MPI runs one process per party: launch it with "
-                         "`fedml-prr mpirun -np K+1 --cf CONFIG` (or mpirun ... python -m fedml_prr --cf CONFIG)")
+        raise ConfigError("backend MPI runs one process per party: launch it with "
+                          "`fedml-prr mpirun -np K+1 --cf CONFIG` (or mpirun ... python -m fedml_prr --cf CONFIG)")
     if config.backend == "GRPC":
-        raise ValueError("backend GRPC runs one process per party: start `fedml-prr run --cf CONFIG --role server` "
-                         "and `--role client --rank k` for k = 1..K (run_scripts/run_grpc_federation.py does it "
-                         "on one machine)")
+        raise ConfigError("backend GRPC runs one process per party: start `fedml-prr run --cf CONFIG --role server` "
+                          "and `--role client --rank k` for k = 1..K (run_scripts/run_grpc_federation.py does it "
+                          "on one machine)")
     if config.backend != "sp":
-        raise ValueError(f"backend {config.backend!r} is not supported; use sp, MPI or GRPC")
+        raise ConfigError(f"backend {config.backend!r} is not supported; use sp, MPI or GRPC")
     return run_single_process(config, federation if federation is not None else federation_for(config),
                               resume=resume, overwrite=overwrite, progress=progress)
 
@@ -105,3 +122,11 @@ def run_federation(federation: Federation, *, algorithm: str = "PRR", config: Co
         raise ValueError(f"prr_image_size is {cfg.options.image_size} but the federation's images are "
                          f"{federation.image_size} px; build the federation with image_size={cfg.options.image_size}")
     return run(cfg, federation=federation, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def install() -> None:
+    """Make FedML's own entry points run this plugin (see :mod:`fedml_prr.fedml_adapter.install`)."""
+    from .fedml_adapter.install import PluginEntry, install as install_into_fedml
+
+    install_into_fedml(PluginEntry(make_config=make_config, federation_for=federation_for, run=run,
+                                   run_party=run_party))

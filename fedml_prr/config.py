@@ -13,7 +13,10 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Type, TypeVar
+
+#: option mappings that ``presets`` merge into instead of replacing
+MERGED_OPTION_KEYS = ("prr_model_options", "prr_dataset_options")
 
 #: FedML keys this plugin reads, with their type (all others are passed to FedML untouched).
 FEDML_KEYS: Dict[str, type] = {
@@ -37,17 +40,35 @@ FEDML_KEYS: Dict[str, type] = {
 }
 
 
-#: ``--paper-scale``: the paper's dermoscopy setup (spec section 4) on top of any config.
-PAPER_SCALE: Dict[str, Any] = {
-    "prr_image_size": 128,
-    "prr_model_options": {"width": 1.0},
-    "prr_dataset_options": {"scale": 1.0},
-    "comm_round": 50,
-    "epochs": 5,
-    "learning_rate": 0.01,
-    "prr_cpa_init_rounds": 15,
-    "prr_fedrep_head_epochs": 10,
+#: ``--paper-scale``: the paper's setup of each task (PRR_METHOD.md sections 4 and 5) on top of
+#: any config: plain keys replace the config's; ``model_options`` / ``dataset_options`` are merged
+#: into the config's options, and only for the models / datasets named here (the others take none).
+PAPER_SCALE: Dict[str, Dict[str, Any]] = {
+    "classification": {
+        "keys": {"prr_image_size": 128, "comm_round": 50, "epochs": 5, "batch_size": 16, "learning_rate": 0.01,
+                 "prr_lr_decay_every": 5, "prr_cpa_init_rounds": 15, "prr_fedrep_head_epochs": 10},
+        "model_options": {"vgg16_slim": {"width": 1.0}},
+        "dataset_options": {"derm_synthetic": {"scale": 1.0}},
+    },
+    "segmentation": {
+        "keys": {"prr_image_size": 256, "comm_round": 20, "epochs": 5, "batch_size": 8, "learning_rate": 1e-3,
+                 "prr_lr_decay_every": 5},
+        "model_options": {},
+        "dataset_options": {},
+    },
 }
+
+
+def paper_scale_preset(task: str, *, dataset: str, model: str) -> Dict[str, Any]:
+    """The ``--paper-scale`` keys of ``task`` for this dataset and model (see :data:`PAPER_SCALE`)."""
+    preset = PAPER_SCALE[task]
+    keys = dict(preset["keys"])
+    for key, by_name, name in (("prr_model_options", preset["model_options"], model),
+                               ("prr_dataset_options", preset["dataset_options"], dataset)):
+        options = by_name.get(str(name).lower())
+        if options:
+            keys[key] = dict(options)
+    return keys
 
 
 class ConfigError(ValueError):
@@ -76,6 +97,46 @@ class TrainSchedule:
         return self.learning_rate * self.lr_decay_factor ** (round_idx // self.lr_decay_every)
 
 
+ENGINES = ("loop", "batched")
+CONV_MODES = ("auto", "grouped", "per_slot")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How local training computes (``prr_engine``, ``prr_bf16``, ``prr_channels_last``, ``prr_conv_mode``).
+
+    Attributes
+    ----------
+    engine:
+        ``loop``: each client trains on its own, one after the other; ``batched``: the
+        single-process runtime trains all clients' models as one computation
+        (:mod:`fedml_prr.training.batched`; same results up to float summation order).
+    bf16:
+        Batched engine only: bfloat16 autocast of forward and backward (weights, optimizer,
+        losses and BatchNorm buffers stay float32).
+    channels_last:
+        Batched engine only: channels-last activations.
+    conv_mode:
+        Batched engine only: ``grouped`` (one grouped convolution for all models), ``per_slot``
+        (one convolution per model) or ``auto`` (grouped on CUDA, per-slot on CPU, where oneDNN's
+        grouped convolutions are slower than separate ones).
+    """
+
+    engine: str = "loop"
+    bf16: bool = False
+    channels_last: bool = True
+    conv_mode: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.engine in ENGINES, f"prr_engine must be one of {ENGINES}, got {self.engine!r}")
+        _check(self.conv_mode in CONV_MODES, f"prr_conv_mode must be one of {CONV_MODES}, got {self.conv_mode!r}")
+        _check(self.engine == "batched" or not self.bf16, "prr_bf16 needs prr_engine: batched")
+
+    def grouped(self, device_type: str) -> bool:
+        """Whether the batched engine runs one grouped convolution per layer on ``device_type``."""
+        return self.conv_mode == "grouped" or (self.conv_mode == "auto" and device_type == "cuda")
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """This plugin's run-level keys (``prr_args``, each spelled ``prr_<name>``).
@@ -102,18 +163,8 @@ class RunOptions:
     augment:
         Apply the reference training augmentation (spec section 4); ``false`` trains on the
         plain images (e.g. to compare with FedML's own trainers, which do not augment).
-    engine:
-        ``loop``: each client trains on its own, one after the other; ``batched``: the
-        single-process runtime trains all clients' models as one computation
-        (:mod:`fedml_prr.training.batched`; same results up to float summation order).
-    bf16:
-        Batched engine only: bfloat16 autocast of forward and backward (weights, optimizer,
-        losses and BatchNorm buffers stay float32).
-    channels_last:
-        Batched engine only: channels-last activations.
-    conv_mode:
-        Batched engine only: ``grouped`` (one grouped convolution for all models), ``per_slot``
-        (one convolution per model) or ``auto`` (grouped on CUDA, per-slot on CPU).
+
+    The engine keys (``prr_engine``, ...) are :class:`EngineOptions`.
     """
 
     image_size: int = 128
@@ -125,16 +176,8 @@ class RunOptions:
     selection_fraction: float = 0.8
     threads: int = 0
     augment: bool = True
-    engine: str = "loop"
-    bf16: bool = False
-    channels_last: bool = True
-    conv_mode: str = "auto"
 
     def __post_init__(self) -> None:
-        _check(self.engine in ("loop", "batched"), f"prr_engine must be 'loop' or 'batched', got {self.engine!r}")
-        _check(self.conv_mode in ("auto", "grouped", "per_slot"),
-               f"prr_conv_mode must be 'auto', 'grouped' or 'per_slot', got {self.conv_mode!r}")
-        _check(self.engine == "batched" or not self.bf16, "prr_bf16 needs prr_engine: batched")
         _check(self.image_size >= 8, "prr_image_size must be at least 8")
         _check(0.0 <= self.selection_fraction <= 1.0, "prr_selection_fraction must be in [0, 1]")
         _check(self.eval_batch_size > 0, "prr_eval_batch_size must be positive")
@@ -153,6 +196,7 @@ class RunConfig:
     seed: int
     schedule: TrainSchedule
     options: RunOptions
+    engine_options: EngineOptions
     algorithm_params: Any  # the selected algorithm's params dataclass
     data_root: Optional[str] = None
     num_clients: Optional[int] = None  # client_num_in_total, checked against the data
@@ -220,6 +264,22 @@ def field_keys(cls: type, prefix: str = "prr_") -> Tuple[str, ...]:
     return tuple(prefix + f.name for f in dataclasses.fields(cls))
 
 
+def parse_assignments(items: Sequence[str]) -> Dict[str, Any]:
+    """``--set`` items ``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(error).splitlines()[0]})") from None
+    return out
+
+
 def flatten_sections(document: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Split a FedML YAML mapping into (FedML keys, ``prr_args`` keys).
 
@@ -247,6 +307,7 @@ def load_config(
     algorithm_params: Mapping[str, type],
     algorithm_names: Iterable[str],
     overrides: Optional[Mapping[str, Any]] = None,
+    presets: Optional[Mapping[str, Any]] = None,
     prr_defaults: Optional[Mapping[str, Any]] = None,
 ) -> RunConfig:
     """Validate a FedML YAML document into a :class:`RunConfig`.
@@ -262,17 +323,27 @@ def load_config(
     overrides:
         ``key -> value`` applied after the YAML (``--set``); a key is routed to ``prr_args``
         when it starts with ``prr_``.
+    presets:
+        Keys applied between the YAML and ``overrides`` (``--paper-scale``,
+        :func:`paper_scale_preset`); its ``prr_model_options`` / ``prr_dataset_options`` are
+        merged into the YAML's, key by key.
     prr_defaults:
         ``prr_`` keys used when neither the YAML nor ``overrides`` sets them (the dataset's task
         defaults, e.g. PRR's segmentation variant).
     """
     fedml_keys, prr_keys = flatten_sections(document)
+    for key, value in (presets or {}).items():
+        target = prr_keys if key.startswith("prr_") else fedml_keys
+        if key in MERGED_OPTION_KEYS and isinstance(target.get(key), Mapping):
+            value = {**target[key], **value}
+        target[key] = value
     for key, value in (overrides or {}).items():
         (prr_keys if key.startswith("prr_") else fedml_keys)[key] = value
     for key, value in (prr_defaults or {}).items():
         prr_keys.setdefault(key, value)
 
-    valid_prr = set(field_keys(RunOptions)) | {"prr_data_root", "prr_lr_decay_every", "prr_lr_decay_factor"}
+    valid_prr = set(field_keys(RunOptions)) | set(field_keys(EngineOptions)) | {
+        "prr_data_root", "prr_lr_decay_every", "prr_lr_decay_factor"}
     for params_cls in algorithm_params.values():
         valid_prr |= set(field_keys(params_cls))
     unknown = sorted(k for k in prr_keys if k not in valid_prr)
@@ -309,8 +380,9 @@ def load_config(
            "every client takes part in every round")
 
     options = build_dataclass(RunOptions, prr_keys)
+    engine_options = build_dataclass(EngineOptions, prr_keys)
     backend = str(fedml_keys.get("backend", "sp"))
-    _check(options.engine == "loop" or backend == "sp",
+    _check(engine_options.engine == "loop" or backend == "sp",
            f"prr_engine: batched trains every client in one process and needs backend: sp, got {backend!r}")
     params_cls = algorithm_params[algorithm]
     for f in dataclasses.fields(params_cls):  # a FedML key of the same name (fedprox_mu) is accepted too
@@ -324,6 +396,7 @@ def load_config(
         seed=int(fedml_keys.get("random_seed", 0)),
         schedule=schedule,
         options=options,
+        engine_options=engine_options,
         algorithm_params=params,
         data_root=prr_keys.get("prr_data_root", fedml_keys.get("data_cache_dir")),
         num_clients=total,

@@ -32,31 +32,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def message_bytes(config_file: str, algorithm: str, rounds: int) -> Dict[str, float]:
     from fedml_prr.api import federation_for, make_config
-    from fedml_prr.runtime.sp import build_participants, local_uploads
+    from fedml_prr.runtime.sp import build_local_federation
 
     config = make_config(config_file, algorithm=algorithm, overrides={"comm_round": rounds, "prr_threads": 1})
     federation = federation_for(config)
-    trainer, aggregator = build_participants(config, federation)
-    silos = list(range(len(federation.clients)))
-    spr = aggregator.server.spr
+    parties = build_local_federation(config, federation)
+    coordinator = parties.coordinator
+    silos = parties.silos
+    spr = coordinator.server.spr
     sent: List[int] = []
     uploaded: List[int] = []
     # round 0 of a 2-round run: uploads of steps 1..S, server messages of steps 2..S+1 (the last
     # of them delivers the aggregated models); the last round of a run exchanges no models
     for step in range(spr + 2):
-        messages = aggregator.get_model_params()
         if 2 <= step <= spr + 1:
+            messages = coordinator.messages()
             sent.append(sum(len(pickle.dumps(messages[s])) for s in silos))
-        for s in silos:
-            trainer.set_model_params(messages[s])
+        parties.deliver()
         if step == spr + 1:
             break
-        uploads = local_uploads(trainer, silos)
+        uploads = parties.train()
         if 1 <= step <= spr:
-            uploaded.append(len(pickle.dumps(uploads[0][1])))
-        aggregator.aggregate(uploads)
-        for s in silos:
-            trainer.clients[s].pop_records()
+            uploaded.append(len(pickle.dumps(uploads[0])))
+        coordinator.aggregate(uploads)
     return {"steps_per_round": spr, "server_per_round": sum(sent), "client_per_round": sum(uploaded),
             "clients": len(silos)}
 

@@ -92,31 +92,25 @@ class EpochTimer:
     warm-up epoch, so each timed step is a warm epoch with the faithful stage check."""
 
     def __init__(self, args, variant: str, federation: Federation, epochs: int) -> None:
-        from fedml_prr.runtime.sp import build_participants
+        from fedml_prr.runtime.sp import build_local_federation
 
         self.cfg = make_run_config(args, variant, epochs, 1, tempfile.mkdtemp(prefix="bench_engine_"))
-        self.trainer, self.aggregator = build_participants(self.cfg, federation)
-        self.silos = list(range(len(federation.clients)))
+        self.parties = build_local_federation(self.cfg, federation)
         self.step()  # handshake
         self.step()  # epoch 0 of round 0 (RECOVER, no stage check)
         self.step()  # warm-up of an epoch with the stage check (first evaluation shapes), not timed
 
     def step(self) -> float:
-        messages = self.aggregator.get_model_params()
-        for s in self.silos:
-            self.trainer.set_model_params(messages[s])
+        parties = self.parties
+        parties.deliver()
+        step = parties.coordinator.step
         sync(self.cfg.options.device)
         start = time.perf_counter()
-        for s in self.silos:
-            self.trainer.set_id(s)
-            self.trainer.train(None, None, None)
+        for client in parties.clients.values():
+            client.train(step)
         sync(self.cfg.options.device)
         elapsed = time.perf_counter() - start
-        uploads = []
-        for s in self.silos:
-            self.trainer.set_id(s)
-            uploads.append((0, self.trainer.get_model_params()))
-        self.aggregator.aggregate(uploads)
+        parties.coordinator.aggregate({s: c.upload() for s, c in parties.clients.items()})
         return elapsed
 
 

@@ -29,7 +29,7 @@ from fedml_prr.api import federation_for, make_config
 from fedml_prr.core.averaging import weighted_average
 from fedml_prr.core.fourier import progressive_fourier_aggregate
 from fedml_prr.models import build_model
-from fedml_prr.runtime.sp import build_participants
+from fedml_prr.runtime.sp import build_local_federation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,47 +70,36 @@ def participants(config_path: Path, algorithm: str, **overrides):
     cfg = make_config(config_path, algorithm=algorithm,
                       overrides={"prr_results_dir": "/tmp/fedml_prr_bench", **overrides})
     federation = federation_for(cfg)
-    trainer, aggregator = build_participants(cfg, federation)
-    silos = list(range(len(federation.clients)))
-    # handshake, so clients know the global class counts
-    messages = aggregator.get_model_params()
-    uploads = []
-    for s in silos:
-        trainer.set_model_params(messages[s])
-        trainer.set_id(s)
-        trainer.train(None, None, None)
-        uploads.append((0, trainer.get_model_params()))
-    aggregator.aggregate(uploads)
-    messages = aggregator.get_model_params()
-    for s in silos:
-        trainer.set_model_params(messages[s])
-    return cfg, trainer, aggregator, silos
+    parties = build_local_federation(cfg, federation)
+    parties.step()  # handshake, so clients know the global class counts
+    parties.deliver()
+    return cfg, parties, parties.silos
 
 
 def bench_epochs(config_path: Path, repeats: int) -> None:
     print("\n== local epoch time on the demo federation (all clients, sum) ==")
-    _, fed_trainer, _, silos = participants(config_path, "FedAvg")
+    _, fed_parties, silos = participants(config_path, "FedAvg")
 
     def fedavg_epoch():
         for s in silos:
-            client = fed_trainer.clients[s]
+            client = fed_parties.clients[s]
             train_epoch(client, client.model, client.make_optimizer(client.model, 0), client.batch_loss)
 
     t_fedavg = timed(fedavg_epoch, repeats)
     print(f"FedAvg epoch: {t_fedavg:6.2f} s")
     results = {}
     for estimate in ("faithful", "previous_epoch"):
-        cfg, trainer, aggregator, silos = participants(config_path, "PRR", prr_det_stage_estimate=estimate)
+        cfg, parties, silos = participants(config_path, "PRR", prr_det_stage_estimate=estimate)
         from fedml_prr.training.federated import step_info
 
-        first = step_info(1, trainer.clients[silos[0]].spr, cfg.schedule)
-        later = step_info(2, trainer.clients[silos[0]].spr, cfg.schedule)
+        first = step_info(1, parties.clients[silos[0]].spr, cfg.schedule)
+        later = step_info(2, parties.clients[silos[0]].spr, cfg.schedule)
         for s in silos:  # a first epoch, so the next one runs the stage check
-            trainer.clients[s].local_step(first)
+            parties.clients[s].local_step(first)
 
         def prr_epoch():
             for s in silos:
-                trainer.clients[s].local_step(later)
+                parties.clients[s].local_step(later)
 
         results[estimate] = timed(prr_epoch, repeats)
         print(f"PRR epoch ({estimate:<14}): {results[estimate]:6.2f} s = {results[estimate] / t_fedavg:4.2f} x FedAvg")
@@ -119,17 +108,17 @@ def bench_epochs(config_path: Path, repeats: int) -> None:
 
 def bench_round_share(config_path: Path, repeats: int) -> None:
     print("\n== PFA as a share of a PRR round on the demo federation ==")
-    cfg, trainer, aggregator, silos = participants(config_path, "PRR")
-    states = [trainer.clients[s].deputy.state_dict() for s in silos]
+    cfg, parties, silos = participants(config_path, "PRR")
+    states = [parties.clients[s].deputy.state_dict() for s in silos]
     t_pfa = timed(lambda: progressive_fourier_aggregate(states, 0.8), repeats)
-    spr = trainer.clients[silos[0]].spr
+    spr = parties.clients[silos[0]].spr
     from fedml_prr.training.federated import step_info
 
     def one_round():
         for e in range(spr):
             info = step_info(1 + e, spr, cfg.schedule)
             for s in silos:
-                trainer.clients[s].local_step(info)
+                parties.clients[s].local_step(info)
 
     t_round = timed(one_round, 1)
     print(f"PRR round ({spr} epochs, {len(silos)} clients): {t_round:6.2f} s; PFA: {t_pfa * 1e3:6.1f} ms "

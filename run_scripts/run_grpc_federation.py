@@ -8,7 +8,7 @@ start those commands yourself with a shared grpc_ipconfig_path (see docs/distrib
 
 import sys
 
-from fedml_prr.runtime.launch import main
+from fedml_prr.cli.launchers import grpc_federation_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(grpc_federation_main())

@@ -3,7 +3,6 @@
 import torch
 
 from fedml_prr.data.federation import ClientData, Federation, ImageSplit
-from fedml_prr.runtime.sp import local_uploads
 
 TINY = {
     "train_args": {"comm_round": 2, "epochs": 2, "batch_size": 8, "learning_rate": 0.05},
@@ -28,18 +27,15 @@ def tiny_federation(missing_class_client=None):
     return Federation("tiny", ("nv", "bkl", "mel"), tuple(clients))
 
 
-def collect_uploads(trainer, aggregator, silos):
-    """Deliver the server's messages, train every silo one step; the uploads, not yet aggregated."""
-    messages = aggregator.get_model_params()
-    for s in silos:
-        trainer.set_model_params(messages[s])
-    return local_uploads(trainer, silos)
+def collect_uploads(parties):
+    """Deliver the server's messages, train every silo one step; the uploads by silo, not yet aggregated."""
+    parties.deliver()
+    return parties.train()
 
 
-def drive_one_step(trainer, aggregator, silos):
-    uploads = collect_uploads(trainer, aggregator, silos)
-    aggregator.aggregate(uploads)
-    return uploads
+def drive_one_step(parties):
+    """One whole protocol step of a :class:`~fedml_prr.runtime.sp.LocalFederation`; the uploads by silo."""
+    return parties.step()
 
 
 def write_image_folder(root, federation):

@@ -11,7 +11,7 @@ from fedml_prr.api import make_config
 from fedml_prr.config import ConfigError
 from fedml_prr.models.stacked import stacked_from_models
 from fedml_prr.models.vgg_slim import VGG16Slim
-from fedml_prr.runtime.sp import build_participants
+from fedml_prr.runtime.sp import build_local_federation
 from fedml_prr.training.batched import masked_sgd_step_
 
 from fedtiny import TINY, drive_one_step, tiny_federation
@@ -87,17 +87,16 @@ def participants(tmp_path, algorithm, lr=0.05, **prr):
     doc = copy.deepcopy(TINY)
     doc["train_args"]["learning_rate"] = lr
     doc["prr_args"].update(prr, prr_results_dir=str(tmp_path / "run"))
-    trainer, aggregator = build_participants(make_config(doc, algorithm=algorithm), tiny_federation())
-    return trainer, aggregator
+    return build_local_federation(make_config(doc, algorithm=algorithm), tiny_federation())
 
 
 def trained(tmp_path, algorithm, steps, **kwargs):
     """Handshake + ``steps`` training steps; the tiny clients have 3, 4 (last one of 4 samples)
     and 4 batches per epoch, so clients run out at different steps and batch sizes differ."""
-    trainer, aggregator = participants(tmp_path, algorithm, **kwargs)
+    parties = participants(tmp_path, algorithm, **kwargs)
     for _ in range(1 + steps):
-        drive_one_step(trainer, aggregator, [0, 1, 2])
-    return trainer
+        drive_one_step(parties)
+    return parties
 
 
 def max_differences(loop, batched, algorithm):

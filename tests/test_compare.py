@@ -11,9 +11,9 @@ import torch
 
 from fedml_prr import api
 from fedml_prr.cli import main
-from fedml_prr.runtime.compare import (best_per_metric, collect, compare, format_best, format_csv, format_markdown,
-                                       run_folder, seed_stat)
-from fedml_prr.runtime.results import ResultsStore
+from fedml_prr.compare import (best_per_metric, collect, compare, format_best, format_csv, format_markdown,
+                               run_folder, seed_stat)
+from fedml_prr.training.results import ResultsStore
 
 TINY_YAML = """
 data_args: {dataset: derm_synthetic}
@@ -89,8 +89,8 @@ def test_table_values_are_the_seed_statistics_of_the_runs(fake_matrix):
     assert good.metrics["macro_f1"].std == pytest.approx(statistics.stdev([0.5, 0.6, 0.7]))
     assert good.metrics["accuracy"].mean == pytest.approx(0.8)
     assert good.metrics["auc"].mean == pytest.approx(0.7)
-    assert good.client_macro_f1["A"].mean == pytest.approx(0.5)
-    assert good.client_macro_f1["B"].std == pytest.approx(0.1)
+    assert good.client_primary["A"].mean == pytest.approx(0.5)
+    assert good.client_primary["B"].std == pytest.approx(0.1)
     assert worse.metrics["macro_f1"].mean == pytest.approx(0.55)
     # retrogress of the runs: -0.1, -0.3, -0.2
     assert worse.metrics["retrogress"].mean == pytest.approx(-0.2)
@@ -98,7 +98,7 @@ def test_table_values_are_the_seed_statistics_of_the_runs(fake_matrix):
     assert good.metrics["retrogress"].mean == 0.0
     # per-round curve: client mean of each round's test macro-F1, then over seeds
     assert good.rounds == (0, 1)
-    assert good.curve_macro_f1[0].mean == pytest.approx(statistics.mean([0.0, 0.1, 0.7]))
+    assert good.curve_primary[0].mean == pytest.approx(statistics.mean([0.0, 0.1, 0.7]))
     assert good.curve_retrogress[1].mean == 0.0
 
     markdown = format_markdown(stats)

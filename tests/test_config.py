@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from fedml_prr.api import make_config, read_yaml
-from fedml_prr.cli import parse_assignments
+from fedml_prr.config import parse_assignments
 from fedml_prr.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,3 +79,42 @@ def test_every_key_is_documented():
         keys |= set(field_keys(ALGORITHMS.get(name).params))
     missing = sorted(k for k in keys if f"`{k}`" not in doc)
     assert missing == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("paper_scale", [False, True], ids=["as-is", "paper-scale"])
+def test_every_shipped_config_loads_with_and_without_paper_scale(path, paper_scale):
+    import inspect
+
+    from fedml_prr.data import DATASETS, dataset_task
+    from fedml_prr.models import build_model, model_options
+
+    cfg = make_config(path, paper_scale=paper_scale)
+    yaml_options = make_config(path).options
+    # the model and the dataset accept every option the config gives them
+    assert set(cfg.options.model_options) <= set(model_options(cfg.model)), cfg.options.model_options
+    accepted = set(inspect.signature(DATASETS.get(cfg.dataset)).parameters) - {"seed", "image_size"}
+    assert set(cfg.options.dataset_options) <= accepted | {"root", "cache", "workers"}, cfg.options.dataset_options
+    build_model(cfg.model, num_classes=3, **cfg.options.model_options)
+    # paper scale merges into the config's options: nothing the YAML set is lost
+    for key, value in yaml_options.dataset_options.items():
+        if key != "scale":
+            assert cfg.options.dataset_options[key] == value
+    for key, value in yaml_options.model_options.items():
+        if key != "width":
+            assert cfg.options.model_options[key] == value
+    if paper_scale:
+        task = dataset_task(cfg.dataset)
+        assert (cfg.schedule.rounds, cfg.schedule.epochs) == ((50, 5) if task == "classification" else (20, 5))
+        assert cfg.options.image_size == (128 if task == "classification" else 256)
+        if cfg.model == "vgg16_slim":
+            assert cfg.options.model_options["width"] == 1.0
+        if cfg.dataset == "derm_synthetic":
+            assert cfg.options.dataset_options["scale"] == 1.0
+
+
+def test_paper_scale_keeps_a_cache_option_and_set_still_wins():
+    cfg = make_config(ROOT / "configs" / "prr_derm_prr4.yaml", paper_scale=True,
+                      overrides={"comm_round": 7})
+    assert cfg.options.dataset_options == {"cache": "data/cache/derm_prr4_128"}
+    assert cfg.schedule.rounds == 7 and cfg.schedule.epochs == 5

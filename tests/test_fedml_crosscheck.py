@@ -39,7 +39,7 @@ from fedml_prr.data.federation import ClientData, Federation, ImageSplit
 from fedml_prr.fedml_adapter.fedml_native import (
     LogitsOnly, TrainingBatchSampler, client_shuffle_generator, fedml_dataset, run_fedml_fedavg,
 )
-from fedml_prr.runtime.sp import build_participants
+from fedml_prr.runtime.sp import build_local_federation
 from fedml_prr.training.loops import batch_indices
 
 SEED = 0
@@ -141,9 +141,9 @@ def test_both_runtimes_learn_the_task(runs):
 # ------------------------------------------------------------------ the adapter's pieces
 def test_shuffle_generator_is_the_one_our_clients_use(tmp_path):
     federation = separable_federation()
-    trainer, _ = build_participants(crosscheck_config(tmp_path, seed=3), federation)
+    parties = build_local_federation(crosscheck_config(tmp_path, seed=3), federation)
     for silo in range(len(federation.clients)):
-        assert torch.equal(trainer.client(silo).generator.get_state(), client_shuffle_generator(3, silo).get_state())
+        assert torch.equal(parties.clients[silo].generator.get_state(), client_shuffle_generator(3, silo).get_state())
 
 
 def test_batch_sampler_shuffles_like_our_runtime_and_not_while_evaluating():

@@ -1,48 +1,48 @@
-"""The layering rule: only the FedML adapter layer (and what drives it) imports fedml."""
+"""The layering rule, over the whole package and function-level imports too: every import points to
+the importer's own layer or a lower one, the module graph has no cycle, and only the FedML adapter
+layer imports fedml (layers: tests/import_graph.py LAYERS, lowest first)."""
 
-import ast
-from pathlib import Path
-
-PACKAGE = Path(__file__).resolve().parents[1] / "fedml_prr"
-PURE = ("core", "models", "data", "training", "algorithms")
-ALLOWED = {"fedml_adapter"}
+from import_graph import LAYERS, cycles, edges, external_imports, layer_of, modules
 
 
-def imported_modules(path: Path):
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.module
+def test_every_module_is_in_a_layer():
+    for name in modules():
+        layer_of(name)
+
+
+def test_no_import_points_to_a_higher_layer():
+    upward = [f"{a}:{line} imports {b} ({LAYERS[layer_of(b)][0]} is above {LAYERS[layer_of(a)][0]})"
+              for a, b, line in edges() if layer_of(b) > layer_of(a)]
+    assert upward == []
+
+
+def test_the_module_graph_has_no_cycle():
+    assert cycles() == []
 
 
 def test_only_the_adapter_layer_imports_fedml():
-    offenders = []
-    for path in PACKAGE.rglob("*.py"):
-        rel = path.relative_to(PACKAGE)
-        if rel.parts[0] in ALLOWED:
-            continue
-        if any(m == "fedml" or m.startswith("fedml.") for m in imported_modules(path)):
-            offenders.append(str(rel))
+    offenders = [f"{a}:{line} imports {b}" for a, b, line in external_imports()
+                 if (b == "fedml" or b.startswith("fedml.")) and not a.startswith("fedml_prr.fedml_adapter")]
     assert offenders == []
 
 
-def test_pure_layers_do_not_import_upper_layers():
-    upper = ("fedml_adapter", "runtime", "cli", "api")
-    offenders = []
-    for layer in PURE:
-        for path in (PACKAGE / layer).rglob("*.py"):
-            tree = ast.parse(path.read_text())
-            for node in ast.walk(tree):
-                if isinstance(node, ast.ImportFrom) and node.module:
-                    parts = node.module.split(".")
-                    if any(p in upper for p in parts):
-                        offenders.append(f"{path.relative_to(PACKAGE)} imports {node.module}")
-    assert offenders == []
+def test_the_single_process_path_needs_no_fedml():
+    # what a one-process run imports, transitively, must not reach the adapter layer (GPU machines
+    # without fedml run it; fedml stays required for MPI, gRPC and install())
+    graph = {}
+    for a, b, _ in edges():
+        graph.setdefault(a, set()).add(b)
+    seen, todo = set(), ["fedml_prr.runtime.sp"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += graph.get(module, ())
+    assert not [m for m in seen if m.startswith("fedml_prr.fedml_adapter")]
 
 
 def test_core_imports_only_torch_and_itself():
-    for path in (PACKAGE / "core").rglob("*.py"):
-        for module in imported_modules(path):
-            assert module.split(".")[0] in {"torch", "math", "enum", "typing", "dataclasses", "__future__"}, (path, module)
+    allowed = {"torch", "math", "enum", "typing", "dataclasses", "__future__"}
+    offenders = [f"{a}:{line} imports {b}" for a, b, line in external_imports()
+                 if a.startswith("fedml_prr.core") and b.split(".")[0] not in allowed]
+    assert offenders == []

@@ -8,9 +8,10 @@ import yaml
 
 from fedml_prr.algorithms import ALGORITHMS
 from fedml_prr.api import make_config, run
-from fedml_prr.cli import format_table, main
+from fedml_prr.cli import main
+from fedml_prr.cli.tables import format_table
 from fedml_prr.data.synthetic_prostate import make_synthetic_prostate
-from fedml_prr.runtime.sp import build_participants
+from fedml_prr.runtime.sp import build_local_federation
 
 from fedtiny import drive_one_step
 
@@ -41,16 +42,16 @@ def test_segmentation_defaults_apply_unless_set(tmp_path):
 
 
 def test_prr_two_rounds_train_both_models_and_report_dice_per_site(tmp_path, federation):
-    trainer, aggregator = build_participants(make_config(tiny_doc(tmp_path)), federation)
-    drive_one_step(trainer, aggregator, SILOS)  # handshake: global pixel counts
+    parties = build_local_federation(make_config(tiny_doc(tmp_path)), federation)
+    drive_one_step(parties)  # handshake: global pixel counts
     pixels = sum(c.train.class_counts(2) for c in federation.clients)
-    assert aggregator.server.global_class_counts.tolist() == pixels.tolist() and pixels[1] < 0.05 * pixels[0]
-    before = {s: {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in trainer.clients[s].models.items()}
+    assert parties.coordinator.server.global_class_counts.tolist() == pixels.tolist() and pixels[1] < 0.05 * pixels[0]
+    before = {s: {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in parties.clients[s].models.items()}
               for s in SILOS}
     for _ in range(4):  # 2 rounds x 2 epochs: PFA once, prototype factor from round 1 (t_init 1)
-        drive_one_step(trainer, aggregator, SILOS)
+        drive_one_step(parties)
     for s in SILOS:
-        client = trainer.clients[s]
+        client = parties.clients[s]
         assert client.task.name == "segmentation"
         for name, model in client.models.items():
             changed = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[s][name][k])]
@@ -88,7 +89,7 @@ def test_a_classification_model_on_segmentation_data_is_refused(tmp_path, federa
     doc["model_args"]["model"] = "vgg16_slim"
     doc["prr_args"]["prr_model_options"] = {"width": 0.25}
     with pytest.raises(ValueError, match="classification model.*segmentation"):
-        build_participants(make_config(doc), federation)
+        build_local_federation(make_config(doc), federation)
 
 
 def test_the_batched_engine_and_fedml_own_trainer_refuse_segmentation(tmp_path, federation):
@@ -96,7 +97,7 @@ def test_the_batched_engine_and_fedml_own_trainer_refuse_segmentation(tmp_path, 
 
     doc = tiny_doc(tmp_path, prr_engine="batched")
     with pytest.raises(TypeError, match="batched engine supports vgg16_slim only, got UNetSmall"):
-        build_participants(make_config(doc), federation)
+        build_local_federation(make_config(doc), federation)
     problems = unsupported_by_fedml(make_config(tiny_doc(tmp_path)))
     assert any("segmentation" in p and "--algorithm FedAvg" in p for p in problems)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fedml_prr.api import make_config, run
-from fedml_prr.runtime.sp import build_participants
+from fedml_prr.runtime.sp import build_local_federation
 
 from fedtiny import TINY, drive_one_step, tiny_federation
 
@@ -19,45 +19,47 @@ def config(tmp_path, algorithm="PRR", **prr):
 
 def test_prr_step_trains_both_models_and_keeps_per_silo_state(tmp_path):
     fed = tiny_federation()
-    trainer, aggregator = build_participants(config(tmp_path), fed)
+    parties = build_local_federation(config(tmp_path), fed)
+    coordinator, clients = parties.coordinator, parties.clients
     silos = [0, 1, 2]
-    drive_one_step(trainer, aggregator, silos)  # handshake
-    assert aggregator.server.global_class_counts.tolist() == [
+    drive_one_step(parties)  # handshake
+    assert coordinator.server.global_class_counts.tolist() == [
         sum(int((c.train.labels == k).sum()) for c in fed.clients) for k in range(3)]
-    before = {s: {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in trainer.clients[s].models.items()}
+    before = {s: {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in clients[s].models.items()}
               for s in silos}
-    uploads = drive_one_step(trainer, aggregator, silos)  # round 0, epoch 0
+    uploads = drive_one_step(parties)  # round 0, epoch 0
+    first_conv, last_conv = "features.0.0.weight", "features.4.6.weight"  # VGG16-slim's first and 13th conv
     for s in silos:
-        client = trainer.clients[s]
+        client = clients[s]
         for name, model in client.models.items():
-            changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[s][name][k])]
-            assert any(k.endswith("conv.weight") or "weight" in k for k in changed), (s, name)
+            state = model.state_dict()
+            for key in (first_conv, last_conv, "fc2.weight"):
+                assert not torch.equal(state[key], before[s][name][key]), (s, name, key)
         assert int(client.stage) == 1  # first epoch of a round is RECOVER
         assert client.local_proto_counts.sum().item() > 0
     # personalized models differ across silos (different data), deputies not uploaded mid-round
-    assert not torch.equal(trainer.clients[0].personal.state_dict()["fc2.weight"],
-                           trainer.clients[1].personal.state_dict()["fc2.weight"])
-    assert all("deputy" not in u for _, u in uploads)
-    uploads = drive_one_step(trainer, aggregator, silos)  # round 0, epoch 1: last of round
-    assert all("deputy" in u for _, u in uploads)
-    assert set(aggregator.server.deputies) == set(silos)
-    personal_before = trainer.clients[0].personal.state_dict()["fc2.weight"].clone()
-    messages = aggregator.get_model_params()
-    trainer.set_model_params(messages[0])
+    assert not torch.equal(clients[0].personal.state_dict()["fc2.weight"], clients[1].personal.state_dict()["fc2.weight"])
+    assert all("deputy" not in u for u in uploads.values())
+    uploads = drive_one_step(parties)  # round 0, epoch 1: last of round
+    assert all("deputy" in u for u in uploads.values())
+    assert set(coordinator.server.deputies) == set(silos)
+    personal_before = clients[0].personal.state_dict()["fc2.weight"].clone()
+    messages = coordinator.messages()
+    clients[0].receive(messages[0])
     # the server's deputy replaces D_0 but never touches P_0
-    assert torch.equal(trainer.clients[0].personal.state_dict()["fc2.weight"], personal_before)
-    assert torch.allclose(trainer.clients[0].deputy.state_dict()["fc2.weight"], messages[0]["deputy"]["fc2.weight"])
+    assert torch.equal(clients[0].personal.state_dict()["fc2.weight"], personal_before)
+    assert torch.allclose(clients[0].deputy.state_dict()["fc2.weight"], messages[0]["deputy"]["fc2.weight"])
 
 
 def test_client_missing_a_class_trains_with_finite_losses(tmp_path):
     fed = tiny_federation(missing_class_client=1)
-    trainer, aggregator = build_participants(config(tmp_path, prr_cpa_global_prototype="mean"), fed)
+    parties = build_local_federation(config(tmp_path, prr_cpa_global_prototype="mean"), fed)
     for _ in range(1 + 4):  # handshake + 2 rounds x 2 epochs: phase 2 of CPA is reached
-        drive_one_step(trainer, aggregator, [0, 1, 2])
-    client = trainer.clients[1]
+        drive_one_step(parties)
+    client = parties.clients[1]
     assert client.local_proto_counts[2].item() == 0
     assert torch.isfinite(torch.tensor([client.last_epoch["loss_personal"], client.last_epoch["loss_deputy"]])).all()
-    assert torch.isfinite(aggregator.server.global_protos).all()
+    assert torch.isfinite(parties.coordinator.server.global_protos).all()
 
 
 @pytest.mark.parametrize("algorithm", ["PRR", "FedAvg"])
@@ -120,12 +122,32 @@ def test_resume_ends_with_the_same_metrics(tmp_path):
 
 
 def test_prr_with_one_local_epoch_per_round(tmp_path):
-    # the reference code crashes with E = 1; here every epoch is both the first and the last
+    # the reference code crashes with E = 1; here every epoch is both the first and the last of its round
     doc = {k: dict(v) for k, v in TINY.items()}
     doc["train_args"]["epochs"] = 1
     doc["prr_args"]["prr_results_dir"] = str(tmp_path / "run")
-    result = run(make_config(doc), federation=tiny_federation())
+    parties = build_local_federation(make_config(doc), tiny_federation())
+    coordinator, clients = parties.coordinator, parties.clients
+    assert coordinator.num_steps == 1 + 2  # handshake + one step per round (T = 2)
+    parties.step()  # handshake
+    for round_idx in range(2):
+        parties.deliver()
+        if round_idx == 1:  # round 0's mixed deputies arrived
+            for s, c in clients.items():
+                assert torch.equal(c.deputy.state_dict()["fc2.weight"], coordinator.server.deputies[s]["fc2.weight"])
+        uploads = parties.train()
+        assert all(int(c.stage) == 1 and len(c.epoch_log) == 1 for c in clients.values())  # RECOVER only
+        # every step closes its round: the deputy goes up (but after the last round) and comes back mixed
+        assert all(("deputy" in u) == (round_idx == 0) for u in uploads.values())
+        coordinator.aggregate(uploads)
+        if round_idx == 0:
+            assert all(not torch.equal(coordinator.server.deputies[s]["fc2.weight"], u["deputy"]["fc2.weight"])
+                       for s, u in uploads.items())
+    result = run(make_config(doc), federation=tiny_federation(), overwrite=True)
     assert result.summary["last_round"] == 1
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(r["round"] for r in records) == [0, 0, 0, 1, 1, 1]
+    assert all(len(r["epochs"]) == 1 and r["epochs"][0]["stage"] == 1 for r in records)
     assert all(0 <= m["test"]["macro_f1"] <= 1 for m in result.summary["final"]["clients"].values())
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fedml_prr.api import make_config
-from fedml_prr.runtime.sp import build_participants
+from fedml_prr.runtime.sp import build_local_federation
 from fedml_prr.training.validation import UpdateError
 
 from fedtiny import TINY, collect_uploads, drive_one_step, tiny_federation
@@ -17,7 +17,7 @@ SILOS = [0, 1, 2]
 def participants(tmp_path, algorithm="PRR"):
     doc = {k: dict(v) for k, v in TINY.items()}
     doc["prr_args"]["prr_results_dir"] = str(tmp_path / "run")
-    return build_participants(make_config(doc, algorithm=algorithm), tiny_federation())
+    return build_local_federation(make_config(doc, algorithm=algorithm), tiny_federation())
 
 
 def server_snapshot(server):
@@ -85,11 +85,11 @@ def corrupt_prototype(upload):
 def prr_at_round_end(tmp_path_factory):
     """PRR participants about to aggregate the deputies of round 0 (shared: a rejected update must
     leave them untouched, which every test below checks)."""
-    trainer, aggregator = participants(tmp_path_factory.mktemp("prr"))
-    drive_one_step(trainer, aggregator, SILOS)  # handshake
-    drive_one_step(trainer, aggregator, SILOS)  # round 0 epoch 0
-    uploads = collect_uploads(trainer, aggregator, SILOS)  # round 0 epoch 1: deputies uploaded
-    return aggregator, uploads
+    parties = participants(tmp_path_factory.mktemp("prr"))
+    drive_one_step(parties)  # handshake
+    drive_one_step(parties)  # round 0 epoch 0
+    uploads = collect_uploads(parties)  # round 0 epoch 1: deputies uploaded
+    return parties.coordinator, uploads
 
 
 @pytest.mark.parametrize("corrupt, words", [
@@ -99,21 +99,21 @@ def prr_at_round_end(tmp_path_factory):
     (corrupt_prototype, "non-finite"),
 ])
 def test_a_corrupt_prr_update_is_rejected_naming_the_silo_and_state_survives(prr_at_round_end, corrupt, words):
-    aggregator, uploads = prr_at_round_end
-    before, step = server_snapshot(aggregator.server), aggregator.step
-    bad = [(n, dict(u)) for n, u in uploads]
-    corrupt(bad[1][1])
+    coordinator, uploads = prr_at_round_end
+    before, step = server_snapshot(coordinator.server), coordinator.step
+    bad = {silo: dict(u) for silo, u in uploads.items()}
+    corrupt(bad[1])
     with pytest.raises(UpdateError) as err:
-        aggregator.aggregate(bad)
+        coordinator.aggregate(bad)
     assert "silo 1" in str(err.value) and words in str(err.value)
-    assert err.value.silo == 1 and aggregator.step == step
-    assert_same_state(server_snapshot(aggregator.server), before)
+    assert err.value.silo == 1 and coordinator.step == step
+    assert_same_state(server_snapshot(coordinator.server), before)
 
 
 def test_an_algorithm_failing_half_way_leaves_the_server_state_unchanged(prr_at_round_end, monkeypatch):
-    aggregator, uploads = prr_at_round_end
-    before = server_snapshot(aggregator.server)
-    server = aggregator.server
+    coordinator, uploads = prr_at_round_end
+    before, step = server_snapshot(coordinator.server), coordinator.step
+    server = coordinator.server
 
     def half_way(self, info, ups):
         self.global_protos = torch.zeros_like(self.global_protos)  # state touched, then a failure
@@ -122,27 +122,37 @@ def test_an_algorithm_failing_half_way_leaves_the_server_state_unchanged(prr_at_
     with monkeypatch.context() as patch:
         patch.setattr(type(server), "aggregate_step", half_way)
         with pytest.raises(RuntimeError, match="FFT failed"):
-            aggregator.aggregate(uploads)
+            coordinator.aggregate(uploads)
     assert_same_state(server_snapshot(server), before)
+    assert coordinator.step == step
 
 
 def test_after_rejections_the_genuine_uploads_still_aggregate(prr_at_round_end):
-    aggregator, uploads = prr_at_round_end
-    aggregator.aggregate(uploads)
-    assert set(aggregator.server.deputies) == set(SILOS)
+    coordinator, uploads = prr_at_round_end
+    step = coordinator.step
+    for corrupt in (corrupt_nan, corrupt_missing_field, corrupt_samples):  # rejected first, here
+        bad = {silo: dict(u) for silo, u in uploads.items()}
+        corrupt(bad[2])
+        with pytest.raises(UpdateError, match="silo 2"):
+            coordinator.aggregate(bad)
+    assert coordinator.step == step and coordinator.server.deputies == {}
+    coordinator.aggregate(uploads)
+    assert set(coordinator.server.deputies) == set(SILOS) and coordinator.step == step + 1
+    genuine = uploads[2]["deputy"]["fc2.weight"]
+    assert torch.isfinite(coordinator.server.deputies[2]["fc2.weight"]).all() and genuine.isfinite().all()
 
 
 def test_bad_handshake_counts_are_rejected(tmp_path):
-    trainer, aggregator = participants(tmp_path, "FedAvg")
-    uploads = collect_uploads(trainer, aggregator, SILOS)
-    uploads[2][1]["class_counts"] = torch.tensor([1, -1, 0])
+    parties = participants(tmp_path, "FedAvg")
+    uploads = collect_uploads(parties)
+    uploads[2]["class_counts"] = torch.tensor([1, -1, 0])
     with pytest.raises(UpdateError, match="silo 2 at step 0"):
-        aggregator.aggregate(uploads)
-    assert aggregator.server.global_class_counts is None
+        parties.coordinator.aggregate(uploads)
+    assert parties.coordinator.server.global_class_counts is None
 
 
 def test_centralized_uploads_differ_per_silo_and_are_accepted(tmp_path):
-    trainer, aggregator = participants(tmp_path, "Centralized")
-    drive_one_step(trainer, aggregator, SILOS)
-    drive_one_step(trainer, aggregator, SILOS)
-    assert aggregator.step == 2
+    parties = participants(tmp_path, "Centralized")
+    drive_one_step(parties)
+    drive_one_step(parties)
+    assert parties.coordinator.step == 2

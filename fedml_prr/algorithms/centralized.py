@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..training.federated import Message, StepInfo
-from . import register_algorithm
+from .registry import register_algorithm
 from .single_model import AveragingServer, SingleModelClient, cpu_state, train_epoch
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..training.federated import ClientContext, StepInfo
-from . import register_algorithm
+from .registry import register_algorithm
 from .single_model import AveragingServer, SingleModelClient, train_epoch
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import register_algorithm
+from .registry import register_algorithm
 from .single_model import AveragingServer, SingleModelClient
 
 

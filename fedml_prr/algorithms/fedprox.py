@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from ..training.federated import StepInfo
-from . import register_algorithm
+from .registry import register_algorithm
 from .single_model import AveragingServer, SingleModelClient
 
 

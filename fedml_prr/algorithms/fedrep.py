@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..training.federated import StepInfo
-from . import register_algorithm
+from .registry import register_algorithm
 from .single_model import AveragingServer, SingleModelClient, head_keys, train_epoch
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..training.federated import FederatedServer, Message, StepInfo
-from . import register_algorithm
+from .registry import register_algorithm
 from .single_model import SingleModelClient
 
 

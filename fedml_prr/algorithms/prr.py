@@ -27,15 +27,15 @@ from ..core.prototypes import PrototypeAccumulator, global_prototype, reset_prot
 from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo, cpu_state
 from ..training.loops import training_batches
 from ..training.tasks import ScoreTracker
-from . import register_algorithm
+from .registry import register_algorithm
 
 STAGE_ESTIMATES = ("faithful", "previous_epoch")
 GLOBAL_PROTOTYPES = ("gaussian", "mean")
 AGGREGATIONS = ("pfa", "average")
 
 #: Defaults of the segmentation variant (PRR_METHOD.md sections 2-3), applied by the config loader
-#: to every key a segmentation run's YAML does not set: t_init 1, tau 1, mean global prototype,
-#: distillation (softmax-map MSE) weighted by 10.
+#: to every key a segmentation run's YAML does not set (``AlgorithmSpec.task_defaults``): t_init 1,
+#: tau 1, mean global prototype, distillation (softmax-map MSE) weighted by 10.
 SEGMENTATION_DEFAULTS = {"prr_cpa_init_rounds": 1, "prr_cpa_tau": 1.0, "prr_cpa_global_prototype": "mean",
                          "prr_distill_weight": 10.0}
 
@@ -147,13 +147,30 @@ class PRRClient(FederatedClient):
             self.deputy.load_state_dict(message["deputy"])
 
     def local_step(self, info: StepInfo) -> None:
-        f1_personal, f1_deputy = self._begin_epoch(info)
-        self._train_epoch(self._prototype_gamma(info.round_idx))
-        self._end_epoch(f1_personal, f1_deputy)
+        epoch = self.begin_epoch(info)
+        self.personal.train()
+        self.deputy.train()
+        for x, y in training_batches(self.train_split, self.ctx.schedule.batch_size, self.generator,
+                                     augment=self.ctx.augment):
+            z_p, f_p = self.personal(x)
+            z_d = z_p if self.single_model else self.deputy(x)[0]
+            loss_p, loss_d, total = epoch.losses(z_p, z_d, y)
+            for opt in self.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            total.backward()
+            for opt in self.optimizers.values():
+                opt.step()
+            epoch.record(z_p, f_p, z_d, y, loss_p, loss_d)
+        self.end_epoch(epoch)
 
-    def _begin_epoch(self, info: StepInfo, train_predictions=None):
-        """Round-start resets and the stage of the coming epoch; returns the stage-check F1 pair.
-        ``train_predictions``: see :meth:`_stage_f1` (the batched engine computes them)."""
+    # ----------------------------------------------------------------- one epoch, for both engines
+    def begin_epoch(self, info: StepInfo, train_predictions=None) -> "PRREpoch":
+        """Round-start resets, the DET stage of the coming epoch and its CPA factor.
+
+        Both engines call this, then :meth:`PRREpoch.losses` and :meth:`PRREpoch.record` for every
+        batch, then :meth:`end_epoch`.  ``train_predictions``: see :meth:`_stage_f1` (the batched
+        engine computes them for all clients at once).
+        """
         if info.first_of_round:
             self.stage = Stage.START
             self.local_protos = reset_prototypes(self.ctx.num_classes, self.feature_dim)
@@ -163,12 +180,17 @@ class PRRClient(FederatedClient):
             self.epoch_log = []
         f1_personal, f1_deputy = self._stage_f1(train_predictions)
         self.stage = select_stage(f1_personal, f1_deputy, self.stage, self.params.det_a1, self.params.det_a2)
-        return f1_personal, f1_deputy
+        return PRREpoch(self, f1_personal, f1_deputy, self._prototype_gamma(info.round_idx), self._seesaw())
 
-    def _end_epoch(self, f1_personal: float, f1_deputy: float) -> None:
+    def end_epoch(self, epoch: "PRREpoch") -> None:
+        """Keep the epoch's prototypes, the trackers of P's and D's training predictions (scored only
+        if the next stage check asks), the mean losses, stage and stage-check scores."""
+        self.local_protos, self.local_proto_counts = (t.cpu() for t in epoch.accumulator.prototypes())
+        self.previous_trackers = dict(epoch.trackers)
+        mean_losses = (epoch.loss_sums / max(epoch.batches, 1)).tolist()
         name = self.task.score_name  # f1 (segmentation: dice)
-        self.last_epoch.update({"stage": int(self.stage), f"{name}_personal_train": f1_personal,
-                                f"{name}_deputy_train": f1_deputy})
+        self.last_epoch = {"loss_personal": mean_losses[0], "loss_deputy": mean_losses[1], "stage": int(epoch.stage),
+                           f"{name}_personal_train": epoch.f1_personal, f"{name}_deputy_train": epoch.f1_deputy}
         self.epoch_log.append(dict(self.last_epoch))
 
     def needs_train_predictions(self, info: StepInfo) -> bool:
@@ -224,49 +246,6 @@ class PRRClient(FederatedClient):
         beta = self.params.cpa_beta if self.params.use_cpa else 0.0  # beta 0: plain cross-entropy
         return seesaw_matrix(self.global_class_counts, beta).to(self.ctx.device)
 
-    def _train_epoch(self, gamma: Optional[torch.Tensor]) -> None:
-        seesaw = self._seesaw()
-        split, device = self.train_split, self.ctx.device
-        accumulator = PrototypeAccumulator(self.ctx.num_classes, self.feature_dim, device)
-        trackers = {name: self.task.score_tracker(self.ctx.num_classes) for name in ("personal", "deputy")}
-        loss_sums = torch.zeros(2, device=device)
-        batches = 0
-        self.personal.train()
-        self.deputy.train()
-        for x, y in training_batches(split, self.ctx.schedule.batch_size, self.generator, augment=self.ctx.augment):
-            z_p, f_p = self.personal(x)
-            if self.single_model:
-                z_d = z_p
-                loss_p = loss_d = self.task.loss(z_p, y, seesaw=seesaw, gamma=gamma)
-                total = loss_p
-            else:
-                z_d, _ = self.deputy(x)
-                loss_p, loss_d = stage_losses(
-                    self.stage, z_p, z_d, self.task.loss(z_p, y, seesaw=seesaw, gamma=gamma),
-                    self.task.loss(z_d, y, seesaw=seesaw, gamma=gamma), temperature=self.params.distill_temperature,
-                    weight=self.params.distill_weight, distillation=self.task.distillation)
-                total = loss_p + loss_d  # teachers are detached: each loss reaches one model only
-            for opt in self.optimizers.values():
-                opt.zero_grad(set_to_none=True)
-            total.backward()
-            for opt in self.optimizers.values():
-                opt.step()
-            self.task.add_prototypes(accumulator, f_p, y)
-            loss_sums += torch.stack([loss_p.detach(), loss_d.detach()])
-            batches += 1
-            trackers["personal"].add(z_p, y)
-            trackers["deputy"].add(z_d, y)
-        self._store_epoch(accumulator, trackers, loss_sums / max(batches, 1))
-
-    def _store_epoch(self, accumulator: PrototypeAccumulator, trackers: Mapping[str, ScoreTracker],
-                     mean_losses: torch.Tensor) -> None:
-        """Keep an epoch's prototypes, the trackers of P's and D's training predictions and the
-        mean (P, D) losses."""
-        self.local_protos, self.local_proto_counts = (t.cpu() for t in accumulator.prototypes())
-        self.previous_trackers = dict(trackers)  # scored only if the next stage check asks
-        mean_losses = mean_losses.tolist()
-        self.last_epoch = {"loss_personal": mean_losses[0], "loss_deputy": mean_losses[1]}
-
     # ----------------------------------------------------------------- resume
     def extra_state(self) -> Dict[str, Any]:
         return {"local_protos": self.local_protos, "local_proto_counts": self.local_proto_counts,
@@ -278,6 +257,51 @@ class PRRClient(FederatedClient):
         self.global_protos = state["global_protos"]
         self.stage = Stage(state["stage"])
         self.epoch_log = list(state["epoch_log"])
+
+
+class PRREpoch:
+    """One PRR client's local epoch in progress (:meth:`PRRClient.begin_epoch`): the per-batch losses
+    of both models under the epoch's DET stage and CPA factor, and what the epoch accumulates
+    (prototypes of P's features, P's and D's training predictions, mean losses).  The loop engine
+    and the batched engine both train through it, so the two cannot differ."""
+
+    def __init__(self, client: PRRClient, f1_personal: float, f1_deputy: float, gamma: Optional[torch.Tensor],
+                 seesaw: torch.Tensor) -> None:
+        self.client = client
+        self.stage = client.stage
+        self.f1_personal, self.f1_deputy = f1_personal, f1_deputy
+        self.gamma, self.seesaw = gamma, seesaw
+        device, classes = client.ctx.device, client.ctx.num_classes
+        self.accumulator = PrototypeAccumulator(classes, client.feature_dim, device)
+        self.trackers: Dict[str, ScoreTracker] = {name: client.task.score_tracker(classes)
+                                                  for name in ("personal", "deputy")}
+        self.loss_sums = torch.zeros(2, device=device)
+        self.batches = 0
+
+    def losses(self, z_p: torch.Tensor, z_d: torch.Tensor, y: torch.Tensor):
+        """``(loss of P, loss of D, their sum to backpropagate)`` of one batch (spec section 2's table).
+
+        Teachers are detached, so each loss reaches one model only.  ``use_det: false``: one model,
+        ``z_d`` is ``z_p`` and the three are the same loss.
+        """
+        client, task, p = self.client, self.client.task, self.client.params
+        if client.single_model:
+            loss = task.loss(z_p, y, seesaw=self.seesaw, gamma=self.gamma)
+            return loss, loss, loss
+        loss_p, loss_d = stage_losses(
+            self.stage, z_p, z_d, task.loss(z_p, y, seesaw=self.seesaw, gamma=self.gamma),
+            task.loss(z_d, y, seesaw=self.seesaw, gamma=self.gamma), temperature=p.distill_temperature,
+            weight=p.distill_weight, distillation=task.distillation)
+        return loss_p, loss_d, loss_p + loss_d
+
+    def record(self, z_p: torch.Tensor, f_p: torch.Tensor, z_d: torch.Tensor, y: torch.Tensor,
+               loss_p: torch.Tensor, loss_d: torch.Tensor) -> None:
+        """Accumulate one batch: P's features per class, both models' predictions and losses."""
+        self.client.task.add_prototypes(self.accumulator, f_p, y)
+        self.loss_sums += torch.stack([loss_p.detach(), loss_d.detach()])
+        self.batches += 1
+        self.trackers["personal"].add(z_p, y)
+        self.trackers["deputy"].add(z_d, y)
 
 
 class PRRServer(FederatedServer):
@@ -326,7 +350,9 @@ class PRRServer(FederatedServer):
         self.deputies = dict(state["deputies"])
 
 
-SPEC = register_algorithm("PRR", client=PRRClient, server=PRRServer, params=PRRParams,
+TASK_DEFAULTS = {"segmentation": SEGMENTATION_DEFAULTS}
+
+SPEC = register_algorithm("PRR", client=PRRClient, server=PRRServer, params=PRRParams, task_defaults=TASK_DEFAULTS,
                           summary="DET + CPA on the clients, Progressive Fourier Aggregation on the server (Chen et al. 2022)")
 
 
@@ -357,4 +383,5 @@ for _name, _params, _summary in [
     ("PRR-noCPA", PRRWithoutCPAParams, "PRR ablation: plain cross-entropy instead of the CPA loss"),
     ("PRR-amp", PRRAmplitudeOnlyParams, "PRR with amplitude-only PFA (the MICCAI 2021 version)"),
 ]:
-    register_algorithm(_name, client=PRRClient, server=PRRServer, params=_params, summary=_summary)
+    register_algorithm(_name, client=PRRClient, server=PRRServer, params=_params, summary=_summary,
+                       task_defaults=TASK_DEFAULTS)

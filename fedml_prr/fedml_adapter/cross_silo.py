@@ -1,28 +1,12 @@
-"""FedML's cross-silo managers running our trainers: MPI simulation and gRPC cross-silo.
+"""FedML's cross-silo managers carrying our protocol: MPI simulation and gRPC cross-silo.
 
 FedML 0.9.6 refuses every algorithm but FedAvg in its cross-silo entry points and its MPI
 simulator broadcasts one global model.  Its cross-silo *managers* (``FedMLServerManager``,
 ``ClientMasterManager``) and comm backends (MPI, gRPC) are generic, though: built directly, as
 FedML's own ``init_server`` / ``init_client`` build them, they carry our protocol messages
-unchanged, and a plain ``dict`` keyed by silo from the aggregator makes the server send each
-silo its own message (FEDML_NOTES.md).  One process per silo; rank 0 is the server.
-
-How FedML's flow maps onto the protocol of :mod:`fedml_prr.training.federated`:
-
-=============================  ===============================================================
-FedML                          protocol
-=============================  ===============================================================
-init message / sync message    the server's message of step ``s`` (``s = 0`` at a fresh start)
-client ``train`` + upload      training step ``s`` (step 0: the class-count handshake)
-sync after step ``N - 1``      the final delivery (``N = num_steps``): clients evaluate
-client ``train`` at step N     the *report* step: nothing is trained, the upload carries the
-                               metric records of the last round
-sync after step ``N``          the end message: FedML's client then reports FINISHED and exits
-=============================  ===============================================================
-
-Metric records of a completed round travel to the server inside the next upload (``records``);
-the server writes them.  A client is told which round is the selected one (``selected_round``) so
-it can keep its best checkpoint locally: personalized models never leave the silo.
+(:mod:`fedml_prr.fedml_adapter.trainers`) unchanged, and a plain ``dict`` keyed by silo from the
+aggregator makes the server send each silo its own message (FEDML_NOTES.md).  One process per
+silo; rank 0 is the server.
 
 FedML 0.9.6 workarounds here (its files are never edited):
 
@@ -38,147 +22,35 @@ from __future__ import annotations
 import logging
 import pickle
 import queue
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional
 
 import torch
 
-from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message
-from ..training.validation import UpdateValidator
 from .heartbeat import HeartbeatMonitor, is_heartbeat
+from .offline import fedml_args, init_fedml_offline
 from .trainers import AlgorithmClientTrainer, AlgorithmServerAggregator
 
 logger = logging.getLogger(__name__)
 
 
-class SiloHooks:
-    """What a runtime does around one silo's protocol (persistence); every hook is optional."""
-
-    def start(self, client: FederatedClient, step: int) -> None:
-        """The first message this process receives for ``client`` is of ``step`` (> 0: resume)."""
-
-    def selected(self, client: FederatedClient, round_idx: int) -> None:
-        """The server announces ``round_idx`` as the selected (best) round so far."""
-
-    def round_completed(self, client: FederatedClient, records: List[Dict[str, Any]]) -> None:
-        """``client`` finished evaluating a round (records as uploaded)."""
-
-    def uploaded(self, client: FederatedClient, step: int) -> None:
-        """``client`` uploaded step ``step``; its state is now that before the next message."""
-
-
-class CrossSiloClientTrainer(AlgorithmClientTrainer):
-    """The client trainer of one silo process; see the module docstring for the extra steps."""
-
-    def __init__(self, model, args, *, spec, params, make_context: Callable[[int], ClientContext],
-                 num_steps: int, hooks: Optional[SiloHooks] = None) -> None:
-        super().__init__(model, args, spec=spec, params=params, make_context=make_context)
-        self.num_steps = num_steps
-        self.hooks = hooks or SiloHooks()
-        #: called with the first step received (the runtime sets FedML's round budget from it)
-        self.on_first_step: Optional[Callable[[int], None]] = None
-        self._outgoing: Dict[int, List[Dict[str, Any]]] = {}
-        self.finished = False
-
-    def set_model_params(self, model_parameters: Message) -> None:
-        message = model_parameters
-        silo = self.silo_of(message)
-        step = int(message["step"])
-        first = silo not in self.clients
-        client = self.client(silo)
-        if first:
-            self.hooks.start(client, step)
-            if self.on_first_step is not None:
-                self.on_first_step(step)
-        if message.get("selected_round") is not None:
-            self.hooks.selected(client, int(message["selected_round"]))
-        self.id = silo
-        if message.get("end"):
-            self.finished = True
-            return
-        client.receive(message)
-        self._step[silo] = step
-        records = client.pop_records()
-        if records:
-            self.hooks.round_completed(client, records)
-            self._outgoing.setdefault(silo, []).extend(records)
-
-    def train(self, train_data, device, args) -> None:
-        if self._step[self.id] < self.num_steps:  # at num_steps: the report step, nothing to train
-            super().train(train_data, device, args)
-
-    def get_model_params(self) -> Message:
-        silo, client = self.id, self.clients[self.id]
-        step = self._step[silo]
-        if step == self.num_steps:
-            upload: Message = {"silo": silo, "step": step, "num_samples": len(client.train_split)}
-        else:
-            upload = client.upload()
-        upload["records"] = self._outgoing.pop(silo, [])
-        self.hooks.uploaded(client, step)
-        return upload
-
-
-class CrossSiloServerAggregator(AlgorithmServerAggregator):
-    """The server of a distributed run: validation, metric records, the report and end steps.
-
-    Parameters
-    ----------
-    on_records:
-        ``records -> selected_round``: stores completed rounds' metric records (all silos of a
-        round arrive in the same step) and returns the selected round so far (or None).
-    on_aggregated:
-        Called with this aggregator after each successful training-step aggregation (resume
-        checkpoints).
-    """
-
-    def __init__(self, model, args, *, server: FederatedServer, validator: Optional[UpdateValidator] = None,
-                 on_records: Optional[Callable[[List[Dict[str, Any]]], Optional[int]]] = None,
-                 on_aggregated: Optional[Callable[["CrossSiloServerAggregator"], None]] = None) -> None:
-        super().__init__(model, args, server=server, validator=validator)
-        self.on_records = on_records
-        self.on_aggregated = on_aggregated
-        self.selected_round: Optional[int] = None
-        self.finished = False
-
-    def get_model_params(self) -> Dict[int, Message]:
-        if self.step > self.server.num_steps:
-            return {silo: {"silo": silo, "step": self.step, "end": True, "selected_round": self.selected_round}
-                    for silo in range(self.server.num_clients)}
-        messages = super().get_model_params()
-        for message in messages.values():
-            message["selected_round"] = self.selected_round
-        return messages
-
-    def aggregate(self, raw_client_model_or_grad_list: List[Tuple[float, Message]]) -> Dict[int, Message]:
-        uploads = self.uploads_by_silo(raw_client_model_or_grad_list)
-        records = self._records_of(uploads)
-        stripped = [(n, {k: v for k, v in u.items() if k != "records"}) for n, u in raw_client_model_or_grad_list]
-        if self.step == self.server.num_steps:  # the report step: only records
-            steps = {u.get("step") for u in uploads.values()}
-            if steps != {self.step} or set(uploads) != set(range(self.server.num_clients)):
-                raise ValueError(f"report step {self.step}: got steps {sorted(map(str, steps))} from silos "
-                                 f"{sorted(uploads)}")
-            self.step += 1
-        else:
-            super().aggregate(stripped)
-        if records and self.on_records is not None:
-            self.selected_round = self.on_records(records)
-        if self.step > self.server.num_steps:
-            self.finished = True
-        elif self.on_aggregated is not None:
-            self.on_aggregated(self)
-        return self.get_model_params()
-
-    @staticmethod
-    def _records_of(uploads: Mapping[int, Message]) -> List[Dict[str, Any]]:
-        records = []
-        for silo in sorted(uploads):
-            for record in uploads[silo].get("records", []):
-                if not isinstance(record, Mapping) or record.get("silo") != silo:
-                    raise ValueError(f"silo {silo} uploaded a metric record of silo "
-                                     f"{record.get('silo') if isinstance(record, Mapping) else record!r}")
-                records.append(dict(record))
-        return records
+def cross_silo_args(fedml_keys: Mapping[str, Any], *, backend: str, rank: int, num_clients: int, num_steps: int,
+                    dataset: str, grpc_ipconfig_path: Optional[str] = None, comm=None):
+    """FedML's args for one party of a cross-silo run (``num_steps`` protocol steps + the report step)."""
+    client_ids = list(range(1, num_clients + 1)) if rank == 0 else [rank]
+    extra = dict(training_type="cross_silo", backend=backend, scenario="horizontal", rank=rank,
+                 role="server" if rank == 0 else "client", comm_round=num_steps + 1,
+                 client_num_in_total=num_clients, client_num_per_round=num_clients, worker_num=num_clients,
+                 client_id_list=str(client_ids), frequency_of_the_test=1, test_on_clients="no",
+                 dataset=dataset, skip_log_model_net=True)
+    if backend == "GRPC":
+        if not grpc_ipconfig_path:
+            raise ValueError("backend GRPC needs grpc_ipconfig_path (comm_args) pointing at a CSV "
+                             "eid,rank,grpc_server_ip,grpc_server_port with one line per party")
+        extra["grpc_ipconfig_path"] = str(grpc_ipconfig_path)
+    args = init_fedml_offline(fedml_args(fedml_keys, **extra))
+    if backend == "MPI":
+        args.comm = comm
+    return args
 
 
 # --------------------------------------------------------------------------- FedML managers
@@ -230,7 +102,7 @@ def quiet_receive_loop(com_manager) -> None:
         com_manager.handle_receive_message = mpi_loop
 
 
-def run_server_manager(args, aggregator: CrossSiloServerAggregator, *, comm, num_clients: int,
+def run_server_manager(args, aggregator: AlgorithmServerAggregator, *, comm, num_clients: int,
                        device: torch.device, heartbeats: Optional[HeartbeatMonitor] = None) -> None:
     """Serve until every client has finished (FedML's ``init_server``, minus its name gate).
 
@@ -249,7 +121,7 @@ def run_server_manager(args, aggregator: CrossSiloServerAggregator, *, comm, num
     manager.run()
 
 
-def run_client_manager(args, trainer: CrossSiloClientTrainer, *, comm, rank: int, num_clients: int,
+def run_client_manager(args, trainer: AlgorithmClientTrainer, *, comm, rank: int, num_clients: int,
                        device: torch.device) -> None:
     """Train silo ``rank - 1`` until the server's end message (FedML's ``init_client``)."""
     from fedml.cross_silo.client.fedml_client_master_manager import ClientMasterManager

@@ -32,18 +32,18 @@ from ..config import RunConfig
 from ..data import dataset_task
 from ..data.augment import to_model_input
 from ..data.federation import Federation, ImageSplit
+from ..training.federated import client_generator
 from ..training.loops import batch_indices, evaluate
+from ..training.results import aggregate_clients
+from ..training.setup import model_factory, resolve_device
 from .offline import fedml_args, init_fedml_offline
 
 logger = logging.getLogger(__name__)
 
 
 def client_shuffle_generator(seed: int, silo: int) -> torch.Generator:
-    """The generator our runtime's client ``silo`` shuffles with (``FederatedClient.generator``).
-
-    Mirrors ``FederatedClient.__init__``; ``tests/test_fedml_crosscheck.py`` checks the two agree.
-    """
-    return torch.Generator().manual_seed(1_000_003 * (seed + 1) + silo)
+    """The generator our runtime's client ``silo`` shuffles with (``FederatedClient.generator``)."""
+    return client_generator(seed, silo)
 
 
 class TrainingBatchSampler(Sampler[List[int]]):
@@ -208,7 +208,7 @@ def run_fedml_fedavg(config: RunConfig, federation: Federation, *, match_batch_o
                      fedml_overrides: Optional[Mapping[str, Any]] = None) -> FedMLRunSummary:
     """Train FedAvg with FedML's own single-process simulator and evaluate it per client.
 
-    The model is built by :func:`fedml_prr.runtime.sp.model_factory` (the same initial weights
+    The model is built by :func:`fedml_prr.training.setup.model_factory` (the same initial weights
     as our runtime), and ``comm_round``, ``epochs``, ``batch_size`` and ``learning_rate`` come
     from ``config``.  Every client takes part in every round.
 
@@ -218,9 +218,6 @@ def run_fedml_fedavg(config: RunConfig, federation: Federation, *, match_batch_o
         ``config`` asks for something FedML's trainer does not do (see :func:`unsupported_by_fedml`).
     """
     from fedml import FedMLRunner
-
-    from ..runtime.results import aggregate_clients
-    from ..runtime.sp import model_factory, resolve_device
 
     problems = unsupported_by_fedml(config)
     if problems:
@@ -306,8 +303,6 @@ def run_fedml_mpi(config: RunConfig, federation: Federation, *, algorithm: str,
     MPI FedProx trains with no proximal term at all (FEDML_NOTES.md).
     """
     from fedml import FedMLRunner
-
-    from ..runtime.sp import model_factory, resolve_device
 
     if algorithm not in NATIVE_MPI_ALGORITHMS:
         raise ValueError(f"FedML:{algorithm} is not available; FedML's own MPI algorithms runnable here: "

@@ -25,14 +25,17 @@ FedML knows still reaches FedML):
   (e.g. ``FedML:FedAvg``) runs FedML's own implementation of ``<name>`` on the same data.
 
 The run's configuration is read from the same YAML with our validation (``prr_args`` included);
-FedML's ``args`` only contribute the process identity (rank, role, MPI communicator).
+FedML's ``args`` only contribute the process identity (rank, role, MPI communicator).  What runs a
+run lives in the layers above this one; :func:`fedml_prr.install` hands it in as
+:class:`PluginEntry`, so this module imports nothing above the FedML transports.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,29 @@ logger = logging.getLogger(__name__)
 FEDML_PREFIX = "fedml:"
 
 _installed = False
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    """The plugin's entry points that FedML's patched functions call (from :mod:`fedml_prr.api`).
+
+    Attributes
+    ----------
+    make_config:
+        ``make_config(yaml_path, overrides=...) -> RunConfig``.
+    federation_for:
+        ``federation_for(config) -> Federation``.
+    run:
+        ``run(config, federation=..., overwrite=...)``: a single-process run.
+    run_party:
+        ``run_party(config, rank=..., backend=..., comm=..., federation=..., overwrite=...)``: one
+        party of a distributed run.
+    """
+
+    make_config: Callable[..., Any]
+    federation_for: Callable[..., Any]
+    run: Callable[..., Any]
+    run_party: Callable[..., Any]
 
 
 class FedMLDataset(list):
@@ -56,42 +82,40 @@ def _our_algorithm(name: Optional[str]) -> Optional[str]:
     return ALGORITHMS.canonical_name(name) if str(name).lower() in {n.lower() for n in ALGORITHMS.names()} else None
 
 
-def _config_from_args(args):
+def _config_from_args(entry: PluginEntry, args):
     """Our validated config from the YAML FedML read (same file, same keys)."""
-    from ..api import make_config
-
     path = getattr(args, "yaml_config_file", "") or ""
     if not path:
         raise ValueError("FedML's args name no YAML file (--cf); fedml_prr reads its configuration from it")
     overrides = {"federated_optimizer": str(args.federated_optimizer)}
-    return make_config(path, overrides=overrides)
+    return entry.make_config(path, overrides=overrides)
 
 
 class PluginRunner:
     """What ``FedMLRunner`` runs for one of our algorithms (``run()`` returns our result)."""
 
-    def __init__(self, args, dataset) -> None:
+    def __init__(self, entry: PluginEntry, args, dataset) -> None:
+        self.entry = entry
         self.args = args
         self.dataset = dataset
 
     def run(self):
-        from ..api import federation_for, run, run_party
-
-        config = _config_from_args(self.args)
-        federation = getattr(self.dataset, "federation", None) or federation_for(config)
+        entry = self.entry
+        config = _config_from_args(entry, self.args)
+        federation = getattr(self.dataset, "federation", None) or entry.federation_for(config)
         training_type = getattr(self.args, "training_type", "simulation")
         backend = getattr(self.args, "backend", "sp")
         if training_type == "simulation" and backend == "sp":
-            return run(config, federation=federation, overwrite=True)
+            return entry.run(config, federation=federation, overwrite=True)
         if backend not in ("MPI", "GRPC"):
             raise ValueError(f"training_type {training_type} with backend {backend} is not supported by fedml_prr; "
                              "use sp, MPI or GRPC")
         comm = getattr(self.args, "comm", None) if backend == "MPI" else None
-        return run_party(config, rank=int(self.args.rank), backend=backend, comm=comm, federation=federation,
-                         overwrite=True)
+        return entry.run_party(config, rank=int(self.args.rank), backend=backend, comm=comm, federation=federation,
+                               overwrite=True)
 
 
-def install() -> None:
+def install(entry: PluginEntry) -> None:
     """Make FedML's entry points run our registered algorithms, datasets and models (idempotent)."""
     global _installed
     if _installed:
@@ -122,11 +146,10 @@ def install() -> None:
     def load(args):
         if str(getattr(args, "dataset", "")) not in DATASETS.names():
             return original_load(args)
-        from ..api import federation_for
         from .fedml_native import fedml_dataset
 
-        config = _config_from_args(args)
-        federation = federation_for(config)
+        config = _config_from_args(entry, args)
+        federation = entry.federation_for(config)
         dataset = FedMLDataset(fedml_dataset(federation, config.schedule.batch_size, config.seed))
         dataset.federation = federation
         return dataset, federation.num_classes
@@ -135,17 +158,17 @@ def install() -> None:
     def create(args, output_dim):
         if str(getattr(args, "model", "")) not in MODELS.names():
             return original_create(args, output_dim)
-        from ..runtime.sp import model_factory
+        from ..training.setup import model_factory
         from .fedml_native import LogitsOnly
 
-        return LogitsOnly(model_factory(_config_from_args(args), output_dim)())
+        return LogitsOnly(model_factory(_config_from_args(entry, args), output_dim)())
 
     @functools.wraps(original_runner_init)
     def runner_init(self, args, device, dataset, model, client_trainer=None, server_aggregator=None,
                     algorithm_flow=None):
         name = str(getattr(args, "federated_optimizer", ""))
         if algorithm_flow is None and _our_algorithm(name) is not None:
-            algorithm_flow = PluginRunner(args, dataset)
+            algorithm_flow = PluginRunner(entry, args, dataset)
         elif name.lower().startswith(FEDML_PREFIX):
             args.federated_optimizer = name[len(FEDML_PREFIX):]
         original_runner_init(self, args, device, dataset, model, client_trainer=client_trainer,

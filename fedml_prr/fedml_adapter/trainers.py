@@ -1,12 +1,31 @@
-"""FedML ``ClientTrainer`` / ``ServerAggregator`` subclasses running any registered algorithm.
+"""FedML ``ClientTrainer`` / ``ServerAggregator`` subclasses carrying the protocol of one run.
 
-FedML moves opaque "model params" between server and clients.  Ours are the protocol messages of
-:mod:`fedml_prr.training.federated`: the server's ``get_model_params()`` and ``aggregate()``
-return a plain ``dict`` keyed by silo index (FedML's cross-silo server then sends each silo its
-own entry); a client's upload is a dict carrying its ``silo`` and ``step``.  FedML never tells a
-trainer which silo it serves, so the silo travels in every message.  One trainer object can
-serve several silos (as FedML's single-process simulator does): per-silo state is kept in
-``self.clients`` keyed by silo index.
+FedML's cross-silo managers move opaque "model params" between the server and the clients.  Ours
+are the protocol messages of :mod:`fedml_prr.training.federated`: the aggregator returns a plain
+``dict`` keyed by silo index (FedML's cross-silo server then sends each silo its own entry); a
+client's upload is a dict carrying its ``silo`` and ``step``.  FedML never tells a trainer which
+silo it serves, so the silo travels in every message.
+
+- :class:`AlgorithmClientTrainer` serves one silo (one process per silo, as in a hospital
+  network): it hands each server message to that silo's
+  :class:`~fedml_prr.training.federated.FederatedClient` and uploads what the client produces.
+- :class:`AlgorithmServerAggregator` hands the uploads to the run's
+  :class:`~fedml_prr.training.coordinator.Coordinator` (validation, rollback, round records).
+
+Two steps exist only on the wire (the single-process runtime does not need them):
+
+=============================  ===============================================================
+FedML                          protocol
+=============================  ===============================================================
+sync after step ``N - 1``      the final delivery (``N = num_steps``): clients evaluate
+client ``train`` at step N     the *report* step: nothing is trained, the upload carries the
+                               metric records of the last round
+sync after step ``N``          the end message: FedML's client then reports FINISHED and exits
+=============================  ===============================================================
+
+Metric records of a completed round travel to the server inside the next upload (``records``); a
+client is told which round is the selected one (``selected_round``) so it can keep its best
+checkpoint locally: personalized models never leave the silo.
 """
 
 from __future__ import annotations
@@ -16,145 +35,206 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from fedml.core import ClientTrainer, ServerAggregator
 
-from ..algorithms import AlgorithmSpec, get_algorithm
-from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message
-from ..training.validation import UpdateValidator
+from ..algorithms.prr import PRRClient, PRRServer
+from ..training.coordinator import Coordinator
+from ..training.federated import FederatedClient, Message
 
 logger = logging.getLogger(__name__)
 
 
+class SiloHooks:
+    """What a runtime does around one silo's protocol (persistence); every hook is optional."""
+
+    def start(self, client: FederatedClient, step: int) -> None:
+        """The first message this process receives is of ``step`` (> 0: the server resumed)."""
+
+    def selected(self, client: FederatedClient, round_idx: int) -> None:
+        """The server announces ``round_idx`` as the selected (best) round so far."""
+
+    def round_completed(self, client: FederatedClient, records: List[Dict[str, Any]]) -> None:
+        """``client`` finished evaluating a round (records as uploaded)."""
+
+    def uploaded(self, client: FederatedClient, step: int) -> None:
+        """``client`` uploaded step ``step``; its state is now that before the next message."""
+
+
+def message_silo(message: Any) -> int:
+    """The silo a protocol message names (a clear error for anything else)."""
+    silo = message.get("silo") if isinstance(message, Mapping) else None
+    if not isinstance(silo, int) or isinstance(silo, bool):
+        raise ValueError(f"expected a protocol message (a dict with an integer 'silo'), got {type(message).__name__}")
+    return silo
+
+
 class AlgorithmClientTrainer(ClientTrainer):
-    """FedML client trainer driving one algorithm's :class:`FederatedClient` per silo.
+    """FedML client trainer of one silo (see the module docstring).
 
     Parameters
     ----------
     model:
-        Any module (FedML keeps a reference; the algorithm builds its own models).
+        Any module (FedML keeps a reference; the algorithm's client owns its own models).
     args:
         FedML's args (only handed to FedML's base class).
-    spec:
-        The registered algorithm.
-    params:
-        Its validated hyper-parameters.
-    make_context:
-        ``silo -> ClientContext`` (data, model factory, schedule, device of that silo).
+    client:
+        The silo's :class:`FederatedClient`.
+    num_steps:
+        Protocol steps of the run (the report step comes after them).
+    hooks:
+        Persistence around the protocol (:class:`SiloHooks`).
     """
 
-    def __init__(self, model, args, *, spec: AlgorithmSpec, params: Any,
-                 make_context: Callable[[int], ClientContext]) -> None:
+    def __init__(self, model, args, *, client: FederatedClient, num_steps: int,
+                 hooks: Optional[SiloHooks] = None) -> None:
         super().__init__(model, args)
-        self.spec = spec
-        self.params = params
-        self._make_context = make_context
-        self.clients: Dict[int, FederatedClient] = {}
-        self._step: Dict[int, int] = {}
-        self.id = None
-
-    def client(self, silo: int) -> FederatedClient:
-        if silo not in self.clients:
-            self.clients[silo] = self.spec.client(self._make_context(silo), self.params)
-        return self.clients[silo]
-
-    def set_id(self, trainer_id: int) -> None:
-        """Select the silo the next ``train`` / ``get_model_params`` calls act on."""
-        self.id = trainer_id
-
-    def silo_of(self, message: Any) -> int:
-        """The silo a server message is addressed to (a clear error for anything else)."""
-        silo = message.get("silo") if isinstance(message, Mapping) else None
-        if not isinstance(silo, int):
-            raise ValueError(f"{self.spec.name} expects the server's per-silo message (a dict with an integer "
-                             f"'silo'), got {type(message).__name__}")
-        return silo
+        self.client = client
+        self.silo = client.ctx.silo
+        self.num_steps = num_steps
+        self.hooks = hooks or SiloHooks()
+        #: called with the first step received (the transport sets FedML's round budget from it)
+        self.on_first_step: Optional[Callable[[int], None]] = None
+        self.step: Optional[int] = None
+        self._outgoing: List[Dict[str, Any]] = []
+        self.finished = False
 
     def set_model_params(self, model_parameters: Message) -> None:
-        silo = self.silo_of(model_parameters)
-        self.client(silo).receive(model_parameters)
-        self._step[silo] = model_parameters["step"]
-        self.id = silo
+        message = model_parameters
+        if message_silo(message) != self.silo:
+            raise ValueError(f"the client of silo {self.silo} received a message for silo {message['silo']}")
+        step = int(message["step"])
+        if self.step is None:
+            self.hooks.start(self.client, step)
+            if self.on_first_step is not None:
+                self.on_first_step(step)
+        if message.get("selected_round") is not None:
+            self.hooks.selected(self.client, int(message["selected_round"]))
+        if message.get("end"):
+            self.finished = True
+            return
+        self.client.receive(message)
+        self.step = step
+        records = self.client.pop_records()
+        if records:
+            self.hooks.round_completed(self.client, records)
+            self._outgoing.extend(records)
 
     def train(self, train_data, device, args) -> None:
-        """One protocol step for the selected silo (FedML's ``train_data`` is not used: the
-        client holds its own splits, including valid/test for per-client evaluation)."""
-        self.clients[self.id].train(self._step[self.id])
+        """One protocol step (FedML's ``train_data`` is not used: the client holds its own splits,
+        valid and test included, for per-client evaluation); nothing at the report step."""
+        if self.step < self.num_steps:
+            self.client.train(self.step)
 
     def get_model_params(self) -> Message:
-        return self.clients[self.id].upload()
+        if self.step == self.num_steps:
+            upload: Message = {"silo": self.silo, "step": self.step, "num_samples": len(self.client.train_split)}
+        else:
+            upload = self.client.upload()
+        upload["records"], self._outgoing = self._outgoing, []
+        self.hooks.uploaded(self.client, self.step)
+        return upload
 
     def test(self, test_data, device, args):
         return None
 
 
 class AlgorithmServerAggregator(ServerAggregator):
-    """FedML server aggregator wrapping one algorithm's :class:`FederatedServer`.
+    """FedML server aggregator handing every step's uploads to the run's :class:`Coordinator`.
 
-    Every step's uploads are checked by ``validator`` (when given) before the algorithm sees
-    them, and an aggregation that fails half-way is rolled back: a bad update never costs the
-    server its earlier state.
+    Parameters
+    ----------
+    coordinator:
+        Validation, rollback and round records (:mod:`fedml_prr.training.coordinator`).
+    on_aggregated:
+        Called after each successful training-step aggregation (resume checkpoints).
     """
 
-    def __init__(self, model, args, *, server: FederatedServer, validator: Optional[UpdateValidator] = None) -> None:
+    def __init__(self, model, args, *, coordinator: Coordinator,
+                 on_aggregated: Optional[Callable[[Coordinator], None]] = None) -> None:
         super().__init__(model, args)
-        self.server = server
-        self.validator = validator
-        self.step = 0
+        self.coordinator = coordinator
+        self.on_aggregated = on_aggregated
+
+    @property
+    def finished(self) -> bool:
+        """True once every client has sent its report (the end messages are next)."""
+        return self.coordinator.step > self.coordinator.num_steps
 
     def get_model_params(self) -> Dict[int, Message]:
-        """Messages of the current step, keyed by silo index."""
-        return self.server.messages(self.step)
+        """Messages of the current step keyed by silo (the end messages after the report step)."""
+        c = self.coordinator
+        if self.finished:
+            return {silo: {"silo": silo, "step": c.step, "end": True, "selected_round": c.selected_round}
+                    for silo in range(c.num_clients)}
+        messages = c.messages()
+        for message in messages.values():
+            message["selected_round"] = c.selected_round
+        return messages
 
     def set_model_params(self, model_parameters) -> None:
-        """FedML hands back what :meth:`aggregate` returned; the server already holds it."""
+        """FedML hands back what :meth:`aggregate` returned; the coordinator already holds it."""
 
     @staticmethod
     def uploads_by_silo(raw_client_model_or_grad_list: List[Tuple[float, Message]]) -> Dict[int, Message]:
         """FedML's ``[(num_samples, upload), ...]`` as ``{silo: upload}``."""
         uploads: Dict[int, Message] = {}
         for _, upload in raw_client_model_or_grad_list:
-            silo = upload.get("silo") if isinstance(upload, Mapping) else None
-            if not isinstance(silo, int):
-                raise ValueError(f"a client upload is not a protocol message with an integer 'silo' "
-                                 f"(got {type(upload).__name__})")
+            silo = message_silo(upload)
             if silo in uploads:
                 raise ValueError(f"two uploads for silo {silo}")
             uploads[silo] = upload
         return uploads
 
     def aggregate(self, raw_client_model_or_grad_list: List[Tuple[float, Message]]) -> Dict[int, Message]:
+        c = self.coordinator
         uploads = self.uploads_by_silo(raw_client_model_or_grad_list)
-        if self.validator is not None:
-            self.validator.check(self.step, uploads)
-        else:
+        records = _records_of(uploads)
+        if c.step == c.num_steps:  # the report step: only records
             steps = {u.get("step") for u in uploads.values()}
-            if steps != {self.step}:
-                raise ValueError(f"expected uploads of step {self.step}, got steps {sorted(map(str, steps))}")
-        snapshot = self.server.state_dict()
-        try:
-            self.server.aggregate(self.step, uploads)
-        except Exception:
-            self.server.load_state_dict(snapshot)  # the algorithm failed half-way: keep the earlier state
-            raise
-        self.step += 1
+            if steps != {c.step} or set(uploads) != set(range(c.num_clients)):
+                raise ValueError(f"report step {c.step}: got steps {sorted(map(str, steps))} from silos {sorted(uploads)}")
+            c.record(records)
+            c.step += 1
+            return self.get_model_params()
+        c.aggregate({silo: {k: v for k, v in u.items() if k != "records"} for silo, u in uploads.items()})
+        c.record(records)
+        if self.on_aggregated is not None:
+            self.on_aggregated(c)
         return self.get_model_params()
 
     def test(self, test_data, device, args):
         return {}
 
     def test_all(self, train_data_local_dict, test_data_local_dict, device, args) -> bool:
-        return True
+        return True  # every client evaluates itself; FedML's server-side test is not used
+
+
+def _records_of(uploads: Mapping[int, Message]) -> List[Dict[str, Any]]:
+    """The metric records uploads carry, each checked to be its sender's."""
+    records = []
+    for silo in sorted(uploads):
+        for record in uploads[silo].get("records", []):
+            if not isinstance(record, Mapping) or record.get("silo") != silo:
+                raise ValueError(f"silo {silo} uploaded a metric record of silo "
+                                 f"{record.get('silo') if isinstance(record, Mapping) else record!r}")
+            records.append(dict(record))
+    return records
 
 
 class PRRClientTrainer(AlgorithmClientTrainer):
-    """PRR's DET + CPA client (personalized model and deputy per silo)."""
+    """PRR's DET + CPA client (a personalized model and a deputy) as a FedML ClientTrainer."""
 
-    def __init__(self, model, args, *, params: Any, make_context: Callable[[int], ClientContext]) -> None:
-        super().__init__(model, args, spec=get_algorithm("PRR"), params=params, make_context=make_context)
+    def __init__(self, model, args, *, client: FederatedClient, num_steps: int,
+                 hooks: Optional[SiloHooks] = None) -> None:
+        if not isinstance(client, PRRClient):
+            raise TypeError(f"PRRClientTrainer needs a PRRClient, got {type(client).__name__}")
+        super().__init__(model, args, client=client, num_steps=num_steps, hooks=hooks)
 
 
 class PFAServerAggregator(AlgorithmServerAggregator):
-    """PRR's server: Progressive Fourier Aggregation of the deputies, global prototypes."""
+    """PRR's server (Progressive Fourier Aggregation of the deputies, global prototypes) as a FedML
+    ServerAggregator."""
 
-    def __init__(self, model, args, *, server: FederatedServer, validator: Optional[UpdateValidator] = None) -> None:
-        if not isinstance(server, get_algorithm("PRR").server):
-            raise TypeError("PFAServerAggregator needs a PRRServer")
-        super().__init__(model, args, server=server, validator=validator)
+    def __init__(self, model, args, *, coordinator: Coordinator,
+                 on_aggregated: Optional[Callable[[Coordinator], None]] = None) -> None:
+        if not isinstance(coordinator.server, PRRServer):
+            raise TypeError(f"PFAServerAggregator needs a PRRServer, got {type(coordinator.server).__name__}")
+        super().__init__(model, args, coordinator=coordinator, on_aggregated=on_aggregated)

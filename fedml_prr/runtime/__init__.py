@@ -1,1 +1,3 @@
-"""Runtimes driving the FedML trainer classes: single process (``sp``); results folder."""
+"""Runtimes: every silo in one process (:mod:`.sp`), one process per party under MPI or over gRPC
+(:mod:`.distributed`), the gRPC address book (:mod:`.parties`) and a local launcher of a whole
+gRPC federation (:mod:`.launch`)."""

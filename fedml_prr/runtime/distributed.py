@@ -1,9 +1,10 @@
 """Distributed runtimes: MPI simulation (``mpirun``) and cross-silo over gRPC, one silo per process.
 
-Rank 0 is the server, rank ``k`` (1..K) trains silo ``k - 1``.  The same registered algorithm
-objects as in one process are driven by FedML's own cross-silo managers
-(:mod:`fedml_prr.fedml_adapter.cross_silo`), so for the same config and seed a distributed run
-ends with the same per-client metrics as ``backend: sp`` (tests/test_distributed.py).
+Rank 0 is the server, rank ``k`` (1..K) trains silo ``k - 1``.  The same protocol objects as in
+one process (each silo's client; the server's :class:`~fedml_prr.training.coordinator.Coordinator`)
+are carried by FedML's own cross-silo managers (:mod:`fedml_prr.fedml_adapter.cross_silo`), so for
+the same config and seed a distributed run ends with the same per-client metrics as
+``backend: sp`` (tests/test_distributed.py).
 
 Where things are written (``prr_results_dir``; every party uses its own copy of the path):
 
@@ -25,28 +26,31 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from ..algorithms import get_algorithm
 from ..config import RunConfig
 from ..data.federation import Federation
-from ..fedml_adapter import fedml_args, init_fedml_offline
-from ..fedml_adapter.cross_silo import (CrossSiloClientTrainer, CrossSiloServerAggregator, SiloHooks,
-                                        run_client_manager, run_server_manager)
+from ..fedml_adapter.cross_silo import cross_silo_args, run_client_manager, run_server_manager
 from ..fedml_adapter.heartbeat import HeartbeatMonitor, HeartbeatSender
-from ..training.federated import ClientContext, FederatedClient, round_closed_by, steps_per_round, total_steps
-from ..training.tasks import task_for
-from .parties import STARTUP_TIMEOUT_S, Party, read_grpc_ipconfig, wait_until_reachable
-from .results import ResultsStore, _atomic_torch_save, save_checkpoint
-from .sp import RunResult, context_factory, resolve_device, run_fields, update_validator
+from ..fedml_adapter.trainers import AlgorithmClientTrainer, AlgorithmServerAggregator, SiloHooks
+from ..training.coordinator import Coordinator
+from ..training.federated import FederatedClient, round_closed_by, steps_per_round, total_steps
+from ..training.results import ResultsStore, atomic_torch_save, open_results, run_fields, save_checkpoint
+from ..training.setup import check_federation, context_factory, resolve_device, update_validator
+from ..training.tasks import task_named
+from .parties import STARTUP_TIMEOUT_S, read_grpc_ipconfig, wait_until_reachable
+from .sp import RunResult
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("MPI", "GRPC")
+RUNTIME = "distributed"
 
 
 # --------------------------------------------------------------------------- client persistence
@@ -96,7 +100,7 @@ class SiloStore(SiloHooks):
         if next_step <= self.num_steps and round_closed_by(next_step, self.spr) is not None:
             if self.current.exists():
                 os.replace(self.current, self.previous)
-            _atomic_torch_save({"step": next_step, "client": client.state_dict()}, self.current)
+            atomic_torch_save({"step": next_step, "client": client.state_dict()}, self.current)
 
     def round_completed(self, client: FederatedClient, records: List[Dict[str, Any]]) -> None:
         state = {k: v.detach().cpu().clone() for k, v in client.reported_model().state_dict().items()}
@@ -110,29 +114,8 @@ class SiloStore(SiloHooks):
 
 
 # --------------------------------------------------------------------------- the run
-def _fedml_cross_silo_args(config: RunConfig, *, backend: str, rank: int, num_clients: int, num_steps: int,
-                           comm=None):
-    client_ids = list(range(1, num_clients + 1)) if rank == 0 else [rank]
-    extra = dict(training_type="cross_silo", backend=backend, scenario="horizontal", rank=rank,
-                 role="server" if rank == 0 else "client", comm_round=num_steps + 1,
-                 client_num_in_total=num_clients, client_num_per_round=num_clients, worker_num=num_clients,
-                 client_id_list=str(client_ids), frequency_of_the_test=1, test_on_clients="no",
-                 dataset=config.dataset, skip_log_model_net=True)
-    if backend == "GRPC":
-        path = config.fedml.get("grpc_ipconfig_path")
-        if not path:
-            raise ValueError("backend GRPC needs grpc_ipconfig_path (comm_args) pointing at a CSV "
-                             "eid,rank,grpc_server_ip,grpc_server_port with one line per party")
-        extra["grpc_ipconfig_path"] = str(path)
-    args = init_fedml_offline(fedml_args(config.fedml, **extra))
-    if backend == "MPI":
-        args.comm = comm
-    return args
-
-
 def _exit_now(message: str) -> None:
     logger.error(message)
-    import sys
     print(f"fedml-prr: {message}", file=sys.stderr, flush=True)
     os._exit(3)
 
@@ -153,41 +136,40 @@ def run_distributed(config: RunConfig, federation: Federation, *, rank: int, bac
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not a distributed backend; use one of {BACKENDS} (or sp)")
-    federation.validate()
+    check_federation(config, federation)
     spec = get_algorithm(config.algorithm)
     num_clients = len(federation.clients)
-    if config.num_clients is not None and config.num_clients != num_clients:
-        raise ValueError(f"client_num_in_total is {config.num_clients} but dataset {config.dataset!r} has "
-                         f"{num_clients} clients; set client_num_in_total to match or remove it")
     if not 0 <= rank <= num_clients:
         raise ValueError(f"rank {rank} is outside 0..{num_clients} (0 = server, 1..{num_clients} = clients)")
-    spr = steps_per_round(spec.client.STEPS_PER_ROUND, config.schedule)
-    num_steps = total_steps(spr, config.schedule)
+    num_steps = total_steps(steps_per_round(spec.client.STEPS_PER_ROUND, config.schedule), config.schedule)
     device = resolve_device(config.options.device)
     if config.options.threads:
         torch.set_num_threads(config.options.threads)
-    args = _fedml_cross_silo_args(config, backend=backend, rank=rank, num_clients=num_clients,
-                                  num_steps=num_steps, comm=comm)
+    args = cross_silo_args(config.fedml, backend=backend, rank=rank, num_clients=num_clients, num_steps=num_steps,
+                           dataset=config.dataset, grpc_ipconfig_path=config.fedml.get("grpc_ipconfig_path"),
+                           comm=comm)
     placeholder = torch.nn.Identity()
     parties = read_grpc_ipconfig(args.grpc_ipconfig_path) if backend == "GRPC" else {}
 
     if rank == 0:
-        return _serve(config, federation, spec, args, placeholder, comm=comm, device=device, resume=resume,
-                      overwrite=overwrite, watch=[parties[r] for r in range(1, num_clients + 1)]
-                      if (watch and parties) else [])
+        server = spec.server(num_clients, config.schedule, config.algorithm_params, config.seed)
+        validator = update_validator(config, num_clients, federation.num_classes, uniform=spec.server.UNIFORM_UPLOADS)
+        coordinator = Coordinator(server, validator=validator)
+        heartbeats = None
+        if watch and parties:
+            heartbeats = HeartbeatMonitor({r: parties[r].address for r in range(1, num_clients + 1)},
+                                          done=lambda: coordinator.step > coordinator.num_steps,
+                                          on_lost=_exit_now, startup_timeout=STARTUP_TIMEOUT_S)
+        return _serve(config, federation, coordinator, args, placeholder, comm=comm, device=device, resume=resume,
+                      overwrite=overwrite, heartbeats=heartbeats)
 
     silo = rank - 1
-    contexts = context_factory(config, federation, spec)
-
-    def make_context(s: int) -> ClientContext:
-        if s != silo:
-            raise ValueError(f"client rank {rank} serves silo {silo} but received a message for silo {s}")
-        return contexts(s)
-
-    store = SiloStore(Path(config.options.results_dir), federation.clients[silo].name, spr, num_steps,
+    client = spec.client(context_factory(config, federation, pooled_data=spec.client.NEEDS_POOLED_DATA)(silo),
+                         config.algorithm_params)
+    store = SiloStore(Path(config.options.results_dir), federation.clients[silo].name,
+                      steps_per_round(spec.client.STEPS_PER_ROUND, config.schedule), num_steps,
                       resume=resume, overwrite=overwrite)
-    trainer = CrossSiloClientTrainer(placeholder, args, spec=spec, params=config.algorithm_params,
-                                     make_context=make_context, num_steps=num_steps, hooks=store)
+    trainer = AlgorithmClientTrainer(placeholder, args, client=client, num_steps=num_steps, hooks=store)
     if parties:
         # FedML's client sends its ONLINE status as soon as it starts and crashes if the server is
         # not listening yet: wait for it, so that the parties can be started in any order
@@ -200,61 +182,32 @@ def run_distributed(config: RunConfig, federation: Federation, *, rank: int, bac
     return None
 
 
-def _serve(config: RunConfig, federation: Federation, spec, args, placeholder, *, comm, device, resume: bool,
-           overwrite: bool, watch: Sequence[Party]) -> RunResult:
-    num_clients = len(federation.clients)
-    names = [c.name for c in federation.clients]
-    server = spec.server(num_clients, config.schedule, config.algorithm_params, config.seed)
-    task = task_for(federation.clients[0].train)
-    store = ResultsStore(config.options.results_dir, config.schedule.rounds, config.options.selection_fraction,
-                         selection_metric=task.selection_metric)
-    start_step, elapsed_before = 0, 0.0
-    if resume:
-        store.check_same_config(config.to_dict())
-        state = store.load_resume()
-        if state.get("runtime") != "distributed":
-            raise ValueError(f"{store.resume_path} was written by a single-process run; resume it with backend sp")
-        start_step, elapsed_before = state["step"], state["elapsed"]
-        server.load_state_dict(state["server"])
-        store.reload(completed_rounds=round_closed_by(start_step, server.spr))
-        logger.info("server resuming %s at step %d of %d", config.algorithm, start_step, server.num_steps)
-    else:
-        store.start_fresh(config.to_dict(), overwrite=overwrite)
+def _serve(config: RunConfig, federation: Federation, coordinator: Coordinator, args, placeholder, *, comm, device,
+           resume: bool, overwrite: bool, heartbeats: Optional[HeartbeatMonitor]) -> RunResult:
+    store, state = open_results(config, task_named(federation.task), resume=resume, overwrite=overwrite,
+                                runtime=RUNTIME)
+    coordinator.store = store
+    elapsed_before = 0.0
+    if state is not None:
+        coordinator.load_state_dict(state)
+        elapsed_before = float(state["elapsed"])
+        logger.info("server resuming %s at step %d of %d", config.algorithm, coordinator.step, coordinator.num_steps)
     started = time.perf_counter()
-    pending: Dict[int, List[Dict[str, Any]]] = {}
 
-    def on_records(records: List[Dict[str, Any]]) -> Optional[int]:
-        for record in records:
-            pending.setdefault(record["round"], []).append(record)
-        for round_idx in sorted(pending):
-            if len(pending[round_idx]) == num_clients:
-                store.add_round(round_idx, pending.pop(round_idx), None)
-                mean_score = sum(r["test"][task.selection_metric] for r in store.rounds[round_idx]) / num_clients
-                logger.info("round %d complete: mean test %s %.1f", round_idx, task.selection_metric, 100 * mean_score)
-        return store.selection.round
-
-    def on_aggregated(aggregator: CrossSiloServerAggregator) -> None:
-        if round_closed_by(aggregator.step, server.spr) is not None:
-            store.save_resume({"runtime": "distributed", "step": aggregator.step, "server": server.state_dict(),
+    def save_round(c: Coordinator) -> None:
+        if c.closing_round is not None:
+            store.save_resume({**c.state_dict(), "runtime": RUNTIME, "completed_rounds": c.closing_round + 1,
                                "elapsed": elapsed_before + time.perf_counter() - started})
 
-    aggregator = CrossSiloServerAggregator(placeholder, args, server=server,
-                                           validator=update_validator(config, federation, spec),
-                                           on_records=on_records, on_aggregated=on_aggregated)
-    aggregator.step = start_step
-    aggregator.selected_round = store.selection.round
-    heartbeats = None
-    if watch:
-        heartbeats = HeartbeatMonitor({p.rank: p.address for p in watch}, done=lambda: aggregator.finished,
-                                      on_lost=_exit_now, startup_timeout=STARTUP_TIMEOUT_S)
-    run_server_manager(args, aggregator, comm=comm, num_clients=num_clients, device=device, heartbeats=heartbeats)
+    aggregator = AlgorithmServerAggregator(placeholder, args, coordinator=coordinator, on_aggregated=save_round)
+    run_server_manager(args, aggregator, comm=comm, num_clients=coordinator.num_clients, device=device,
+                       heartbeats=heartbeats)
     if not aggregator.finished:
         raise RuntimeError("the server stopped before every client reported its last round")
-    if pending:
-        raise RuntimeError(f"rounds {sorted(pending)} are missing records from some clients")
+    if coordinator.incomplete_rounds:
+        raise RuntimeError(f"rounds {coordinator.incomplete_rounds} are missing records from some clients")
     elapsed = elapsed_before + time.perf_counter() - started
-    summary = store.summary(run_fields(config, names, elapsed, backend=args.backend,
-                                       task=task.name, selection_metric=task.selection_metric))
+    summary = store.summary(run_fields(config, [c.name for c in federation.clients], elapsed, backend=args.backend))
     return RunResult(summary=summary, results_dir=str(store.root))
 
 
@@ -277,6 +230,7 @@ def run_fedml_native(config: RunConfig, federation: Federation, *, algorithm: st
     """
     from ..fedml_adapter.fedml_native import run_fedml_mpi
 
+    check_federation(config, federation)
     store = None
     if rank == 0:
         store = ResultsStore(config.options.results_dir, config.schedule.rounds, config.options.selection_fraction)

@@ -6,12 +6,12 @@ waits for every party, and if one fails it gives the others a few seconds to not
 their own (they do: :mod:`fedml_prr.fedml_adapter.heartbeat`), then stops any left, and
 returns the failing party's exit status.  Logs: ``<results_dir>/logs/rank<r>.log``.
 
-Used by ``run_scripts/run_grpc_federation.py`` and the tests.
+Used by ``run_scripts/run_grpc_federation.py`` (:func:`fedml_prr.cli.launchers.grpc_federation_main`)
+and the tests.
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 import socket
 import subprocess
@@ -106,36 +106,3 @@ def launch_grpc_federation(config_file: str, *, num_clients: int, results_dir: s
         failed = next((r for r, c in codes.items() if c != 0), None)
     return FederationOutcome(returncode=0 if failed is None else (codes[failed] or 1), failed_rank=failed,
                              logs=logs, wall_time_s=time.monotonic() - started)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Run a cross-silo federation over gRPC on this machine: one server process and K client "
-                    "processes on free loopback ports; prints the server's result table.")
-    parser.add_argument("--cf", required=True, help="FedML YAML config with a prr_args section")
-    parser.add_argument("--clients", type=int, help="number of clients K (default: the dataset's)")
-    parser.add_argument("--results-dir", help="results folder (default: the config's prr_results_dir)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    parser.add_argument("--algorithm", help="override federated_optimizer")
-    parser.add_argument("--resume", action="store_true", help="continue every party from the last completed round")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in the results folder")
-    parser.add_argument("--timeout", type=float, default=24 * 3600.0, help="stop everything after this many seconds")
-    args = parser.parse_args(argv)
-
-    from ..api import federation_for, make_config
-    from ..cli import parse_assignments
-
-    config = make_config(args.cf, algorithm=args.algorithm, overrides=parse_assignments(args.set))
-    clients = args.clients or config.num_clients or len(federation_for(config).clients)
-    extra = (["--algorithm", args.algorithm] if args.algorithm else []) + \
-            (["--resume"] if args.resume else []) + (["--overwrite"] if args.overwrite else [])
-    outcome = launch_grpc_federation(args.cf, num_clients=clients,
-                                     results_dir=args.results_dir or config.options.results_dir,
-                                     settings=args.set, extra_args=extra, timeout=args.timeout)
-    print(outcome.log(0), end="")
-    if outcome.returncode != 0:
-        print(f"party rank {outcome.failed_rank} failed (exit {outcome.returncode}); its log:\n"
-              f"{outcome.log(outcome.failed_rank)}", file=sys.stderr)
-    print(f"federation of 1 server + {clients} clients over gRPC: {outcome.wall_time_s:.0f} s; logs in "
-          f"{outcome.logs[0].parent}/")
-    return outcome.returncode

@@ -16,7 +16,7 @@ deputy of each client) and runs each optimisation step of all clients at once:
 
 Results equal the loop's up to float summation order (``tests/test_batched.py`` states the
 tolerance).  Options: bf16 autocast (off by default), channels-last activations, grouped or
-per-slot convolutions (see :class:`EngineOptions`).
+per-slot convolutions (see :class:`~fedml_prr.config.EngineOptions`).
 
 A :class:`Cohort` owns the engine for a set of clients.  The single-process runtime attaches
 one with :func:`attach_cohort`; each client's ``train`` then asks the cohort, which runs the
@@ -29,52 +29,21 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 import torch
 
+from ..config import EngineOptions
 from ..data.augment import AugmentDraws, apply_augmentation, draw_augmentation, to_model_input
 from ..models.stacked import StackedVGG16Slim
 from .federated import FederatedClient, StepInfo
 from .loops import batch_indices
 
-ENGINES = ("loop", "batched")
-CONV_MODES = ("auto", "grouped", "per_slot")
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """How the batched engine computes.
-
-    Attributes
-    ----------
-    bf16:
-        Run forward and backward under ``torch.autocast(dtype=torch.bfloat16)``; losses,
-        parameters, optimizer and BatchNorm buffers stay float32.
-    channels_last:
-        Channels-last activations for the convolutions.
-    conv_mode:
-        ``grouped``: all slots in one grouped convolution per layer; ``per_slot``: one
-        convolution per slot; ``auto``: grouped on CUDA, per-slot on CPU (oneDNN's grouped
-        convolutions are slower than separate ones on the development CPU).
-    """
-
-    bf16: bool = False
-    channels_last: bool = True
-    conv_mode: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.conv_mode not in CONV_MODES:
-            raise ValueError(f"conv_mode must be one of {CONV_MODES}, got {self.conv_mode!r}")
-
-    def grouped(self, device: torch.device) -> bool:
-        return self.conv_mode == "grouped" or (self.conv_mode == "auto" and device.type == "cuda")
-
-    def autocast(self, device: torch.device):
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+def autocast(options: EngineOptions, device: torch.device):
+    """bf16 autocast on ``device`` when ``options.bf16``, else a no-op context."""
+    if not options.bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 @torch.no_grad()
@@ -148,7 +117,7 @@ class Cohort(abc.ABC):
         self.options = options
         self.members: List[FederatedClient] = sorted(clients, key=lambda c: -len(c.train_split))
         self.device = self.members[0].ctx.device
-        self.grouped = options.grouped(self.device)
+        self.grouped = options.grouped(self.device.type)
         self.slots: List[List[int]] = []  # member position -> its slot indices
         models = []
         for client in self.members:
@@ -222,7 +191,7 @@ class Cohort(abc.ABC):
         every slot of ``members[i]`` (all the same batch size)."""
         slots = [slot for m in members for slot in self.slots[m]]
         stacked_inputs = torch.stack([x for x, m in zip(inputs, members) for _ in self.slots[m]])
-        with self.options.autocast(self.device):
+        with autocast(self.options, self.device):
             logits, features = self.stacked(stacked_inputs, slots, training=training,
                                             channels_last=self.options.channels_last, grouped=self.grouped)
         logits, features = logits.float(), features.float()
@@ -298,5 +267,4 @@ def attach_cohort(clients: Sequence[FederatedClient], options: EngineOptions) ->
                      "FedLC, Local) with model vgg16_slim; use prr_engine: loop")
 
 
-__all__ = ["COHORTS", "CONV_MODES", "Cohort", "ENGINES", "EngineOptions", "attach_cohort",
-           "group_by_size", "masked_sgd_step_", "register_cohort"]
+__all__ = ["COHORTS", "Cohort", "attach_cohort", "autocast", "group_by_size", "masked_sgd_step_", "register_cohort"]

@@ -99,6 +99,11 @@ def round_closed_by(step: int, spr: int) -> Optional[int]:
     return (step - 2) // spr
 
 
+def client_generator(seed: int, silo: int) -> torch.Generator:
+    """The generator of silo ``silo``'s shuffling and augmentation in a run seeded ``seed``."""
+    return torch.Generator().manual_seed(1_000_003 * (seed + 1) + silo)
+
+
 def cpu_state(model: nn.Module, keys: Optional[Iterable[str]] = None) -> Dict[str, torch.Tensor]:
     """Detached CPU copies of ``model``'s state (all keys, or ``keys``): what a client uploads."""
     state = model.state_dict()
@@ -124,7 +129,7 @@ class FederatedClient(abc.ABC):
         self.ctx = ctx
         self.params = params
         self.spr = steps_per_round(self.STEPS_PER_ROUND, ctx.schedule)
-        self.generator = torch.Generator().manual_seed(1_000_003 * (ctx.seed + 1) + ctx.silo)
+        self.generator = client_generator(ctx.seed, ctx.silo)
         self.train_split = ctx.data.train.to(ctx.device)
         self.valid_split = ctx.data.valid.to(ctx.device)
         self.test_split = ctx.data.test.to(ctx.device)

@@ -14,7 +14,7 @@ before tasks existed, so classification results are unchanged bit for bit.
 from __future__ import annotations
 
 import abc
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -53,16 +53,31 @@ class Task(abc.ABC):
         ``"classification"`` or ``"segmentation"``.
     selection_metric:
         Key of :meth:`evaluate`'s result used for model selection, retrogress and DET.
+    selection_label:
+        How tables and figures name that metric (``macro-F1``, ``Dice``).
     score_name:
         Short name of that score in per-epoch records (``f1``, ``dice``).
     metric_names:
-        The metrics :meth:`evaluate` reports, in table order.
+        Every metric :meth:`evaluate` reports (besides ``n``), in table order.
+    table_columns:
+        ``(column label, metric)`` of a run's per-client table.
+    final_columns:
+        The same for the one-line summary of a run's last round.
+    weighted_row:
+        Whether a run's table adds a row of sample-weighted client means.
+    compared_metrics:
+        The metrics a comparison over algorithms and seeds tabulates (before the retrogress).
     """
 
     name: str
     selection_metric: str
+    selection_label: str
     score_name: str
-    metric_names: tuple
+    metric_names: Tuple[str, ...]
+    table_columns: Tuple[Tuple[str, str], ...]
+    final_columns: Tuple[Tuple[str, str], ...]
+    weighted_row: bool
+    compared_metrics: Tuple[str, ...]
 
     @abc.abstractmethod
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, *, seesaw: Optional[torch.Tensor] = None,
@@ -111,8 +126,13 @@ class ClassificationTask(Task):
 
     name = "classification"
     selection_metric = "macro_f1"
+    selection_label = "macro-F1"
     score_name = "f1"
     metric_names = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+    table_columns = (("acc", "accuracy"), ("bacc", "balanced_accuracy"), ("F1", "macro_f1"), ("AUC", "auc"))
+    final_columns = (("acc", "accuracy"), ("F1", "macro_f1"), ("AUC", "auc"))
+    weighted_row = True
+    compared_metrics = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
 
     def loss(self, logits, targets, *, seesaw=None, gamma=None):
         return F.cross_entropy(logits, targets) if seesaw is None else cpa_loss(logits, targets, seesaw, gamma)
@@ -155,8 +175,13 @@ class SegmentationTask(Task):
 
     name = "segmentation"
     selection_metric = "dice"
+    selection_label = "Dice"
     score_name = "dice"
-    metric_names = ("dice", "iou", "accuracy", "recall")
+    metric_names = ("dice", "iou", "accuracy", "recall", "dice_global")
+    table_columns = (("Dice", "dice"), ("IoU", "iou"), ("acc", "accuracy"), ("recall", "recall"))
+    final_columns = (("Dice", "dice"), ("IoU", "iou"))
+    weighted_row = False
+    compared_metrics = ("dice", "iou", "accuracy", "recall")
 
     def loss(self, logits, targets, *, seesaw=None, gamma=None):
         return ce_dice_loss(logits, targets) if seesaw is None else segmentation_cpa_loss(logits, targets, seesaw, gamma)
@@ -171,7 +196,7 @@ class SegmentationTask(Task):
     @torch.no_grad()
     def evaluate(self, model, split, num_classes, batch_size):
         if len(split) == 0:
-            return {**{m: float("nan") for m in (*self.metric_names, "dice_global")}, "n": 0}
+            return {**{m: float("nan") for m in self.metric_names}, "n": 0}
         was_training = model.training
         model.eval()
         parts: Dict[str, list] = {}
@@ -195,6 +220,20 @@ class SegmentationTask(Task):
 CLASSIFICATION = ClassificationTask()
 SEGMENTATION = SegmentationTask()
 TASKS: Dict[str, Task] = {t.name: t for t in (CLASSIFICATION, SEGMENTATION)}
+
+#: how tables and figures name each metric
+METRIC_LABELS: Dict[str, str] = {
+    "accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "macro_f1": "Macro-F1", "auc": "AUC",
+    "dice": "Dice", "iou": "IoU", "recall": "Recall", "dice_global": "Dice (pooled)", "retrogress": "Retrogress",
+}
+
+
+def task_named(name: str) -> Task:
+    """The task called ``name`` (``classification`` or ``segmentation``)."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}") from None
 
 
 def task_for(split: ImageSplit) -> Task:

@@ -10,8 +10,11 @@ Layout::
     <results_dir>/resume.pt               full state at the last completed round (for --resume)
 
 Model selection (spec section 4): the round with the best mean validation macro-F1 (segmentation:
-Dice, ``selection_metric``) among rounds ``>= selection_fraction * T`` (the last round always
-qualifies); ties keep the earlier round.
+Dice: the task's ``selection_metric``) among rounds ``>= selection_fraction * T`` (the last round
+always qualifies); ties keep the earlier round.
+
+Every runtime writes through :class:`ResultsStore`; :func:`open_results` is the one start-or-resume
+preamble they share.
 """
 
 from __future__ import annotations
@@ -26,32 +29,28 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
-#: what a segmentation client reports (fedml_prr.training.tasks.SegmentationTask)
-SEGMENTATION_METRIC_NAMES = ("dice", "iou", "accuracy", "recall", "dice_global")
+from ..config import RunConfig
+from .tasks import CLASSIFICATION, Task
 
 
-def metric_names(record: Mapping[str, Any]) -> Tuple[str, ...]:
-    """The metric names of a record's ``test`` block: classification or segmentation."""
-    return SEGMENTATION_METRIC_NAMES if "dice" in record["test"] else METRIC_NAMES
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
-def _atomic_write_text(text: str, path: Path) -> None:
+def atomic_write_text(text: str, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def aggregate_clients(records: Sequence[Mapping[str, Any]], split: str) -> Dict[str, float]:
-    """Unweighted (the paper's "Average") and sample-weighted means of a round's client metrics."""
+def aggregate_clients(records: Sequence[Mapping[str, Any]], split: str,
+                      metric_names: Sequence[str] = CLASSIFICATION.metric_names) -> Dict[str, float]:
+    """Unweighted (the paper's "Average") and sample-weighted means of a round's client metrics
+    (``metric_names``: the task's, :attr:`~fedml_prr.training.tasks.Task.metric_names`)."""
     out: Dict[str, float] = {}
-    for name in (metric_names(records[0]) if records else METRIC_NAMES):
+    for name in metric_names:
         values = [(r[split][name], r[split]["n"]) for r in records if not math.isnan(r[split][name])]
         if not values:
             out[name], out[f"{name}_weighted"] = float("nan"), float("nan")
@@ -81,7 +80,7 @@ def save_checkpoint(root: Path, kind: str, client: str, state: Mapping[str, torc
     """Write ``checkpoints/<kind>/<client>.pt`` (CPU tensors, atomically)."""
     path = Path(root) / "checkpoints" / kind / f"{client}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, path)
+    atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, path)
     return path
 
 
@@ -92,8 +91,8 @@ class ResultsStore:
     root: Path
     total_rounds: int
     selection_fraction: float
+    task: Task = CLASSIFICATION
     rounds: Dict[int, List[Dict[str, Any]]] = field(default_factory=dict)
-    selection_metric: str = "macro_f1"
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -121,14 +120,19 @@ class ResultsStore:
         for name in ("metrics.jsonl", "summary.json", "resume.pt"):
             (self.root / name).unlink(missing_ok=True)
         shutil.rmtree(self.root / "checkpoints", ignore_errors=True)
-        _atomic_write_text(json.dumps(config_dict, indent=2, default=str), self.root / "config.resolved.json")
+        atomic_write_text(json.dumps(config_dict, indent=2, default=str), self.root / "config.resolved.json")
 
-    def check_same_config(self, config_dict: Mapping[str, Any]) -> None:
-        """Refuse to resume a run under a different configuration (naming what changed)."""
+    def config_changes(self, config_dict: Mapping[str, Any]) -> List[str]:
+        """Keys whose value differs between the stored ``config.resolved.json`` and ``config_dict``
+        (every key when none is stored)."""
         path = self.root / "config.resolved.json"
         saved = json.loads(path.read_text()) if path.exists() else {}
         current = json.loads(json.dumps(config_dict, default=str))
-        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+
+    def check_same_config(self, config_dict: Mapping[str, Any]) -> None:
+        """Refuse to resume a run under a different configuration (naming what changed)."""
+        changed = self.config_changes(config_dict)
         if changed:
             raise ValueError(f"cannot resume {self.root}: the configuration differs from the interrupted run's "
                              f"in {changed}; resume with the same config, or start a new run")
@@ -138,12 +142,12 @@ class ResultsStore:
         lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
         kept = [json.loads(line) for line in lines if line.strip()]
         kept = [r for r in kept if r["round"] < completed_rounds]
-        _atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), self.metrics_path)
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), self.metrics_path)
         self.rounds = {}
         for record in kept:
             self.rounds.setdefault(record["round"], []).append(record)
         for round_idx in sorted(self.rounds):
-            self.selection.offer(round_idx, aggregate_clients(self.rounds[round_idx], "valid")[self.selection_metric])
+            self.selection.offer(round_idx, self._mean(self.rounds[round_idx], "valid")[self.task.selection_metric])
 
     def add_round(self, round_idx: int, records: List[Dict[str, Any]],
                   reported_states: Optional[Mapping[str, Mapping]]) -> bool:
@@ -157,19 +161,22 @@ class ResultsStore:
         with self.metrics_path.open("a") as fh:
             for record in records:
                 fh.write(json.dumps(record) + "\n")
-        selected = self.selection.offer(round_idx, aggregate_clients(records, "valid")[self.selection_metric])
+        selected = self.selection.offer(round_idx, self._mean(records, "valid")[self.task.selection_metric])
         if reported_states is not None:
             self._save_models("last", reported_states)
             if selected:
                 self._save_models("best", reported_states)
         return selected
 
+    def _mean(self, records: Sequence[Mapping[str, Any]], split: str) -> Dict[str, float]:
+        return aggregate_clients(records, split, self.task.metric_names)
+
     def _save_models(self, kind: str, states: Mapping[str, Mapping]) -> None:
         for client, state in states.items():
             save_checkpoint(self.root, kind, client, state)
 
     def save_resume(self, state: Mapping[str, Any]) -> None:
-        _atomic_torch_save(dict(state), self.resume_path)
+        atomic_torch_save(dict(state), self.resume_path)
 
     def load_resume(self) -> Dict[str, Any]:
         if not self.resume_path.exists():
@@ -193,14 +200,44 @@ class ResultsStore:
                 if not math.isnan(r["retrogress"]):
                     retro.setdefault(r["client"], []).append(r["retrogress"])
         mean_retro = {c: sum(v) / len(v) for c, v in retro.items()}
-        summary = dict(extra)
+        summary = {"task": self.task.name, "selection_metric": self.task.selection_metric, **extra}
         summary.update({
             "selected_round": selected,
             "last_round": last,
-            "selected": {"mean": aggregate_clients(self.rounds[selected], "test"), "clients": per_client(selected)},
-            "final": {"mean": aggregate_clients(self.rounds[last], "test"), "clients": per_client(last)},
+            "selected": {"mean": self._mean(self.rounds[selected], "test"), "clients": per_client(selected)},
+            "final": {"mean": self._mean(self.rounds[last], "test"), "clients": per_client(last)},
             "retrogress": {"clients": mean_retro,
                            "mean": sum(mean_retro.values()) / len(mean_retro) if mean_retro else float("nan")},
         })
-        _atomic_write_text(json.dumps(summary, indent=2), self.root / "summary.json")
+        atomic_write_text(json.dumps(summary, indent=2), self.root / "summary.json")
         return summary
+
+
+def run_fields(config: RunConfig, clients: Sequence[str], wall_time_s: float, **extra: Any) -> Dict[str, Any]:
+    """What a run's ``summary.json`` says about the run itself (``extra`` adds or overrides)."""
+    fields = {"algorithm": config.algorithm, "dataset": config.dataset, "model": config.model, "seed": config.seed,
+              "rounds": config.schedule.rounds, "epochs": config.schedule.epochs, "clients": list(clients),
+              "wall_time_s": wall_time_s}
+    fields.update(extra)
+    return fields
+
+
+def open_results(config: RunConfig, task: Task, *, resume: bool, overwrite: bool,
+                 runtime: str) -> Tuple[ResultsStore, Optional[Dict[str, Any]]]:
+    """The results store of a run, started fresh or reopened for ``--resume``.
+
+    Returns ``(store, state)``: ``state`` is the saved resume state (None for a fresh start), and
+    on resume the store already holds the records of the completed rounds.  ``runtime``
+    (``single-process`` or ``distributed``) must match the runtime that wrote the state.
+    """
+    store = ResultsStore(config.options.results_dir, config.schedule.rounds, config.options.selection_fraction, task)
+    if not resume:
+        store.start_fresh(config.to_dict(), overwrite=overwrite)
+        return store, None
+    state = store.load_resume()
+    store.check_same_config(config.to_dict())
+    written_by = state.get("runtime", "single-process")
+    if written_by != runtime:
+        raise ValueError(f"{store.resume_path} was written by a {written_by} run; resume it with that runtime")
+    store.reload(completed_rounds=int(state["completed_rounds"]))
+    return store, state

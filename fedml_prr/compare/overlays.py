@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from .. import api
 from ..data.augment import to_model_input
 from .plots import DPI, algorithm_colours
-from .sp import model_factory
+from ..training.setup import model_factory
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def write_overlays(plan: Sequence, path: Path, *, per_site: int = 4,
     """Draw the overlay figure from the finished runs of ``plan`` (:class:`~.compare.PlannedRun`).
 
     Uses each algorithm's first seed.  Returns None (and logs why) when none of ``algorithms``
-    is in the plan.
+    is in the plan.  ``plan``: :class:`~fedml_prr.compare.matrix.PlannedRun` items.
     """
     runs = {}
     for item in plan:

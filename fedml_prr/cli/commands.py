@@ -1,0 +1,126 @@
+"""The ``fedml-prr`` commands that work in this process: run, compare, prepare, algorithms."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any, Mapping, Optional
+
+from ..algorithms import ALGORITHMS
+from ..config import ConfigError, flatten_sections, parse_assignments
+from ..fedml_adapter.install import FEDML_PREFIX
+from .parser import parse_list
+from .tables import fail, print_result
+
+
+def native_algorithm(name: Optional[str]) -> Optional[str]:
+    """``FedML:<name>`` -> FedML's own ``<name>`` (FedAvg or FedProx), else None."""
+    if not name or not str(name).lower().startswith(FEDML_PREFIX):
+        return None
+    from ..fedml_adapter.fedml_native import NATIVE_MPI_ALGORITHMS
+
+    wanted = str(name)[len(FEDML_PREFIX):]
+    for known in NATIVE_MPI_ALGORITHMS:
+        if known.lower() == wanted.lower():
+            return known
+    raise ConfigError(f"{name} is not available; FedML's own algorithms runnable here: "
+                      f"{', '.join('FedML:' + a for a in NATIVE_MPI_ALGORITHMS)}")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``fedml-prr run``: one process, or one party of an MPI / gRPC run."""
+    from ..api import make_config, read_yaml, run
+    from ..runtime.distributed import mpi_world
+
+    try:
+        document = read_yaml(args.cf)
+        native = native_algorithm(args.algorithm or flatten_sections(document)[0].get("federated_optimizer"))
+        config = make_config(document, algorithm=native or args.algorithm, overrides=parse_assignments(args.set),
+                             paper_scale=args.paper_scale)
+    except (ConfigError, KeyError, FileNotFoundError, ValueError) as exc:
+        return fail(f"config error: {exc.args[0] if isinstance(exc, KeyError) else exc}", 2)
+    if args.resume and args.overwrite:
+        return fail("error: --resume and --overwrite exclude each other", 2)
+    world = mpi_world()
+    if native and world is None:
+        return fail(f"config error: FedML:{native} is FedML's own MPI simulation; launch it with "
+                    f"`fedml-prr mpirun -np K+1 --cf {args.cf} --algorithm FedML:{native}`", 2)
+    if world is not None or args.role is not None:
+        from .launchers import run_party_process
+
+        return run_party_process(args, config, world, native)
+    try:
+        result = run(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
+        if args.verbose:
+            raise
+        return fail(f"error: {exc} (run with -v for the traceback)")
+    print_result(result)
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    """``fedml-prr compare``: the algorithm x seed matrix, its tables and figures."""
+    from ..compare import compare
+
+    try:
+        algorithms = parse_list(args.algorithms, what="--algorithms")
+        seeds = parse_list(args.seeds, what="--seeds", cast=int)
+        report = compare(args.cf, algorithms, seeds, overrides=parse_assignments(args.set),
+                         paper_scale=args.paper_scale, out=args.out, progress=not args.no_progress)
+    except (ConfigError, KeyError) as exc:
+        return fail(f"config error: {exc.args[0] if isinstance(exc, KeyError) else exc}", 2)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        if args.verbose:
+            raise
+        return fail(f"error: {exc} (run with -v for the traceback)")
+    print(report.table_markdown)
+    print(report.best_text)
+    print(f"comparison written to {report.out}/ ({', '.join(p.name for p in report.files)}; runs/ holds each run)")
+    return 0
+
+
+def prepare_command(args: argparse.Namespace) -> int:
+    """``fedml-prr prepare``: decode a dataset layout once into a memory-mapped cache."""
+    from tqdm.auto import tqdm
+
+    from ..data.cache import load_cache
+    from ..data.layout import prepare_layout
+
+    bar = None
+
+    def start_bar(manifest) -> None:
+        nonlocal bar
+        if not args.no_progress:
+            bar = tqdm(total=len(manifest.records), desc=f"prepare {manifest.dataset}", unit="img")
+
+    started = time.perf_counter()
+    try:
+        options = parse_assignments(args.option)
+        out = prepare_layout(args.dataset, args.root, args.out, args.size, workers=args.workers,
+                             overwrite=args.overwrite, on_manifest=start_bar,
+                             progress=lambda n: bar.update(n) if bar is not None else None, **options)
+    except (ConfigError, KeyError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        if args.verbose:
+            raise
+        return fail(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}")
+    finally:
+        if bar is not None:
+            bar.close()
+    federation = load_cache(out)
+    n = sum(len(c.split(s)) for c in federation.clients for s in ("train", "valid", "test"))
+    print(federation.describe())
+    print(f"cache written to {out}/ ({n} images, {time.perf_counter() - started:.1f} s); train from it with "
+          f"prr_dataset_options: {{cache: {out}}} and prr_image_size: {args.size}")
+    return 0
+
+
+def algorithms_command(args: Optional[argparse.Namespace] = None) -> int:
+    """``fedml-prr algorithms``: every registered algorithm and its one-line summary."""
+    for name in ALGORITHMS.names():
+        print(f"{name:<10} {ALGORITHMS.get(name).summary}")
+    return 0
+
+
+COMMANDS: Mapping[str, Any] = {"run": run_command, "compare": compare_command, "prepare": prepare_command,
+                               "algorithms": algorithms_command}

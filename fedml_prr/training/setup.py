@@ -1,0 +1,92 @@
+"""What every runtime builds from a validated config before training: one place for all of them.
+
+The device, the model factory (the same initial weights on every call, in every process), the
+per-silo :class:`~fedml_prr.training.federated.ClientContext`, the server's upload validator and
+the checks that the config and the data agree.  The single-process runtime, the MPI and gRPC
+parties and FedML's own trainers (:mod:`fedml_prr.fedml_adapter.fedml_native`) all build
+through these functions, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..config import RunConfig
+from ..data.federation import Federation, ImageSplit
+from ..models import build_model, model_task
+from .federated import ClientContext
+from .validation import UpdateValidator
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda[:i]`` must be available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"prr_device is {name!r} but CUDA is not available; use 'auto' or 'cpu'")
+    return device
+
+
+def model_factory(config: RunConfig, num_classes: int) -> Callable[[], torch.nn.Module]:
+    """A function returning the run's model with the same initial weights at every call."""
+
+    def build() -> torch.nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            return build_model(config.model, num_classes=num_classes, **config.options.model_options)
+
+    return build
+
+
+def check_federation(config: RunConfig, federation: Federation) -> None:
+    """The config's model and client count agree with the data (clear errors otherwise)."""
+    federation.validate()
+    clients = federation.clients
+    if config.num_clients is not None and config.num_clients != len(clients):
+        raise ValueError(f"client_num_in_total is {config.num_clients} but dataset {config.dataset!r} has "
+                         f"{len(clients)} clients ({', '.join(c.name for c in clients)}); "
+                         "set client_num_in_total to match or remove it")
+    if model_task(config.model) != federation.task:
+        raise ValueError(f"model {config.model!r} is a {model_task(config.model)} model but dataset {federation.name!r} "
+                         f"is {federation.task}; pick a {federation.task} model (see docs/algorithm.md)")
+
+
+def pooled_training_split(federation: Federation) -> ImageSplit:
+    """All clients' training images in one split (the Centralized reference)."""
+    return ImageSplit(torch.cat([c.train.images for c in federation.clients]),
+                      torch.cat([c.train.labels for c in federation.clients]))
+
+
+def context_factory(config: RunConfig, federation: Federation, *,
+                    pooled_data: bool = False) -> Callable[[int], ClientContext]:
+    """``silo -> ClientContext`` of a run (data, model factory, schedule, device of that silo).
+
+    ``pooled_data``: the algorithm asks for every client's training split
+    (``FederatedClient.NEEDS_POOLED_DATA``, the Centralized reference).
+    """
+    check_federation(config, federation)
+    device = resolve_device(config.options.device)
+    build = model_factory(config, federation.num_classes)
+    pooled = pooled_training_split(federation) if pooled_data else None
+
+    def make_context(silo: int) -> ClientContext:
+        if not 0 <= silo < len(federation.clients):
+            raise ValueError(f"silo {silo} is outside 0..{len(federation.clients) - 1}")
+        return ClientContext(silo=silo, data=federation.clients[silo], num_classes=federation.num_classes,
+                             build_model=build, schedule=config.schedule, device=device, seed=config.seed,
+                             eval_batch_size=config.options.eval_batch_size, augment=config.options.augment,
+                             pooled_train=pooled)
+
+    return make_context
+
+
+def update_validator(config: RunConfig, num_clients: int, num_classes: int, *, uniform: bool = True) -> UpdateValidator:
+    """The server-side check of every upload, against the run's model.
+
+    ``uniform``: every silo uploads the same fields (``FederatedServer.UNIFORM_UPLOADS``).
+    """
+    reference = model_factory(config, num_classes)().state_dict()
+    return UpdateValidator(reference, num_clients=num_clients, num_classes=num_classes, uniform=uniform)
