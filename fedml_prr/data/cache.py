@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -27,7 +26,9 @@ import numpy as np
 import torch
 
 from fedml_prr.data.federation import SPLITS, Federation
-from fedml_prr.data.manifest import Manifest, PathLike, assemble_federation, decode_images, split_ranges, write_split_file
+from fedml_prr.files import atomic_write, atomic_write_text
+from fedml_prr.data.images import decode_images
+from fedml_prr.data.manifest import Manifest, PathLike, assemble_federation, split_ranges, write_split_file
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,11 @@ def check_cache_target(out: PathLike, image_size: int, *, overwrite: bool) -> Pa
     return out
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a file handle: np.save would append ".npy" to a path
+        np.save(handle, array)
+
+
 def write_cache(manifest: Manifest, out: PathLike, image_size: int, *, workers: Optional[int] = None,
                 overwrite: bool = False, progress: Optional[Callable[[int], None]] = None) -> Path:
     """Decode every image of ``manifest`` at ``image_size`` into the cache folder ``out``.
@@ -75,13 +81,15 @@ def write_cache(manifest: Manifest, out: PathLike, image_size: int, *, workers: 
     records = manifest.records
     logger.info("preparing %s: %d images at %d px into %s", manifest.dataset, len(records), image_size, out)
 
-    tmp = out / (IMAGES + ".partial")
-    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(records), 3, image_size, image_size))
-    decode_images([r.path for r in records], image_size, images, workers=workers, progress=progress)
-    images.flush()
-    del images
-    os.replace(tmp, out / IMAGES)
-    np.save(out / LABELS, np.array([r.label for r in records], dtype=np.int64))
+    def write_images(tmp: Path) -> None:
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                           shape=(len(records), 3, image_size, image_size))
+        decode_images([r.path for r in records], image_size, images, workers=workers, progress=progress)
+        images.flush()
+        del images
+
+    atomic_write(out / IMAGES, write_images)
+    atomic_write(out / LABELS, lambda tmp: _save_npy(tmp, np.array([r.label for r in records], dtype=np.int64)))
     write_split_file(out / SPLITS_CSV, manifest)
 
     counts = manifest.counts()
@@ -98,8 +106,7 @@ def write_cache(manifest: Manifest, out: PathLike, image_size: int, *, workers: 
         "source_root": str(Path(manifest.root).resolve()),
         "resize": RESIZE,
     }
-    (out / (META + ".partial")).write_text(json.dumps(meta, indent=1))
-    os.replace(out / (META + ".partial"), out / META)
+    atomic_write_text(out / META, json.dumps(meta, indent=1))
     return out
 
 

@@ -19,9 +19,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-
 from fedml_prr.data.federation import DATASETS, SPLITS, ClientData, Federation, ImageSplit
+from fedml_prr.data.images import decode_images
 
 logger = logging.getLogger(__name__)
 
@@ -36,25 +35,15 @@ def _image_files(folder: Path, extensions: Sequence[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions)
 
 
-def _read_image(path: Path, image_size: int) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(f"cannot read image {path}: {error}; replace or delete the file") from error
-
-
 def _load_split(folder: Path, class_names: Sequence[str], image_size: int, extensions: Sequence[str]) -> ImageSplit:
-    images, labels = [], []
+    paths, labels = [], []
     for class_dir in _subdirs(folder):
         for path in _image_files(class_dir, extensions):
-            images.append(_read_image(path, image_size))
+            paths.append(path)
             labels.append(class_names.index(class_dir.name))
-    if not images:
-        return ImageSplit(torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
-    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return ImageSplit(stacked, torch.tensor(labels, dtype=torch.int64))
+    images = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)
+    decode_images(paths, image_size, images, draft=False)
+    return ImageSplit(torch.from_numpy(images), torch.tensor(labels, dtype=torch.int64))
 
 
 def load_image_folder_federation(

@@ -2,7 +2,7 @@
 
 Reading a layout (:mod:`fedml_prr.data.dermoscopy`) only parses its CSV files and checks that
 every listed image exists; it yields a :class:`Manifest`.  Decoding the images is a separate,
-slow step (:func:`decode_images`), done once into a cache (:mod:`fedml_prr.data.cache`) or at
+slow step (:func:`~fedml_prr.data.images.decode_images`), done once into a cache (:mod:`fedml_prr.data.cache`) or at
 every run (:func:`federation_from_manifest`).  Both paths give identical tensors.
 
 Also here: the seeded, lesion-grouped, class-stratified split (:func:`grouped_stratified_split`)
@@ -15,19 +15,19 @@ Pure numpy / PIL / torch; nothing here imports ``fedml``.
 from __future__ import annotations
 
 import csv
+import io
 import logging
-import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
+from fedml_prr.data.images import decode_images
+from fedml_prr.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -264,12 +264,12 @@ def write_split_file(path: PathLike, manifest: Manifest) -> Path:
     """Write ``image_id,client,split,label,lesion_id`` rows of ``manifest`` (label as class name)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([*SPLIT_FILE_COLUMNS, "label", "lesion_id"])
-        for r in manifest.ordered().records:
-            writer.writerow([r.image_id, r.client, r.split, manifest.class_names[r.label], r.lesion_id])
-    return path
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow([*SPLIT_FILE_COLUMNS, "label", "lesion_id"])
+    for r in manifest.ordered().records:
+        writer.writerow([r.image_id, r.client, r.split, manifest.class_names[r.label], r.lesion_id])
+    return atomic_write_text(path, handle.getvalue())
 
 
 def apply_split_file(path: PathLike, records: Sequence[Record]) -> List[Record]:
@@ -310,50 +310,6 @@ def use_split_file(manifest: Manifest, split_file: Optional[PathLike]) -> Manife
     write_split_file(path, manifest)
     logger.info("%s: split written to %s", manifest.dataset, path)
     return manifest
-
-
-# ------------------------------------------------------------------------------------- decoding
-def read_image(path: Path, image_size: int) -> np.ndarray:
-    """One image as ``uint8 [3, S, S]``: RGB, resized to the square (full field of view).
-
-    JPEGs are decoded at the smallest DCT scale still at least ``image_size`` (PIL ``draft``),
-    then resized with an antialiased bilinear filter.
-    """
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (image_size, image_size))
-            image = image.convert("RGB")
-            if image.size != (image_size, image_size):
-                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"missing image {path}; restore the file or remove its row") from error
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(f"cannot read image {path}: {error}; replace the file or remove its row") from error
-
-
-def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def decode_images(paths: Sequence[Path], image_size: int, out: np.ndarray, *, workers: Optional[int] = None,
-                  progress: Optional[Callable[[int], None]] = None, chunk: int = 256) -> np.ndarray:
-    """Decode ``paths`` into ``out`` (``uint8 [N, 3, S, S]``, e.g. a memory map), in order.
-
-    Threads decode in parallel (PIL releases the GIL); ``progress(n)`` is called after each
-    chunk of ``n`` images.
-    """
-    if out.shape != (len(paths), 3, image_size, image_size) or out.dtype != np.uint8:
-        raise ValueError(f"out must be uint8 {(len(paths), 3, image_size, image_size)}, got {out.dtype} {out.shape}")
-    workers = workers or default_workers()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(paths), chunk):
-            batch = paths[start:start + chunk]
-            for i, image in enumerate(pool.map(lambda p: read_image(p, image_size), batch)):
-                out[start + i] = image
-            if progress is not None:
-                progress(len(batch))
-    return out
 
 
 def split_ranges(manifest: Manifest) -> List[Dict[str, Tuple[int, int]]]:

@@ -41,10 +41,11 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from ..files import atomic_write_text
 from .segmentation_cache import default_cache_dir, file_fingerprint, load_or_build
 from .federation import DATASETS, SPLITS, ClientData, Federation, ImageSplit
+from .images import decode_image, read_image_size
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ def load_prostate_saml(root: PathLike, *, image_size: int = 256, seed: int = 0, 
         assignment = {site: split_cases(ids, seed, i, split_fractions) for i, (site, ids) in enumerate(cases.items())}
         try:
             split_path.parent.mkdir(parents=True, exist_ok=True)
-            split_path.write_text(json.dumps(assignment, indent=2))
+            atomic_write_text(split_path, json.dumps(assignment, indent=2))
             logger.info("saved the case split to %s", split_path)
         except OSError as exc:
             logger.warning("could not save the case split to %s (%s); it is redrawn identically from the seed",
@@ -249,20 +250,12 @@ def _load_slice(image_path: Path, label_path: Path, image_size: int) -> Tuple[to
     if not label_path.is_file():
         raise FileNotFoundError(f"missing segmentation file {label_path} for image {image_path}; add the mask "
                                 "(same file name under labels/) or remove the name from the lists")
-    try:
-        with Image.open(image_path) as im:
-            image = im.convert("RGB")
-        with Image.open(label_path) as lb:
-            label = lb.convert("L")
-    except OSError as exc:
-        raise ValueError(f"cannot read {image_path} or {label_path} as an image ({exc}); replace the file") from exc
-    if image.size != label.size:
-        raise ValueError(f"shape mismatch: {image_path} is {image.size[0]}x{image.size[1]} but its mask {label_path} "
-                         f"is {label.size[0]}x{label.size[1]}; they must have the same size")
-    image = image.resize((image_size, image_size), Image.BICUBIC)
-    label = label.resize((image_size, image_size), Image.NEAREST)
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-    values = torch.from_numpy(np.asarray(label, dtype=np.uint8).copy())
+    width_height, label_width_height = read_image_size(image_path), read_image_size(label_path, mask=True)
+    if width_height != label_width_height:
+        raise ValueError(f"shape mismatch: {image_path} is {width_height[0]}x{width_height[1]} but its mask "
+                         f"{label_path} is {label_width_height[0]}x{label_width_height[1]}; they must have the same size")
+    pixels = torch.from_numpy(decode_image(image_path, image_size, resample="bicubic"))
+    values = torch.from_numpy(decode_image(label_path, image_size, mask=True, resample="nearest"))
     mask = values >= 128 if int(values.max()) > 1 else values > 0
     return pixels, mask.to(torch.uint8)
 

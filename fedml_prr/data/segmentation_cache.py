@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
 
+from ..files import atomic_torch_save
 from .federation import SPLITS, ClientData, Federation, ImageSplit
 
 logger = logging.getLogger(__name__)
@@ -75,9 +75,7 @@ def load_or_build(cache_dir: Optional[Path], dataset: str, key_parts: Mapping[st
     federation = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".pt.tmp")
-        torch.save(federation_to_dict(federation), tmp)
-        os.replace(tmp, path)
+        atomic_torch_save(federation_to_dict(federation), path)
         logger.info("cached preprocessed %s in %s", dataset, path)
     except OSError as exc:
         logger.warning("could not write the cache %s (%s); set the dataset option cache_dir to a writable "
