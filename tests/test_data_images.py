@@ -110,3 +110,10 @@ def test_jpeg_draft_is_close_to_a_full_decode(tmp_path):
     full, draft = decode_image(path, 64).astype(int), decode_image(path, 64, draft=True).astype(int)
     assert np.abs(full - draft).mean() < 1.0 and np.abs(full - draft).max() <= 40  # the edge column may differ
     assert np.abs(full[:, :, :30] - draft[:, :, :30]).max() <= 3 and np.abs(full[:, :, 34:] - draft[:, :, 34:]).max() <= 3
+
+
+def test_jpeg_draft_keeps_the_field_of_view_when_the_reduced_side_is_rounded_up(tmp_path):
+    ramp = np.repeat(np.linspace(0, 255, 450)[:, None], 600, axis=1)  # 450 rows: 1/8 scale is 56.25 rows
+    path = save(tmp_path / "ham.jpg", np.stack([ramp, 255 - ramp, ramp], axis=2).astype(np.uint8), quality=95)
+    full, draft = decode_image(path, 32).astype(int), decode_image(path, 32, draft=True).astype(int)
+    assert np.abs(full - draft).max() <= 2  # resizing the rounded-up 57 rows would shift the ramp by ~4 levels

@@ -7,8 +7,10 @@ Layout::
 Clients are the sorted sub-folders of ``root`` (hidden ones skipped). Class names are the sorted
 union of the class folders found in the clients' ``train`` splits; a client may lack some classes
 (imbalanced data), but a class folder in ``valid``/``test`` that no train split has is an error.
-Images are read with PIL, converted to RGB, resized (bilinear) to ``image_size`` square and
-stored as ``uint8``. Files with other extensions are ignored.
+Images are decoded by :func:`~fedml_prr.data.images.decode_image` as the dermoscopy layouts
+are: read with PIL (JPEGs at a reduced DCT scale still at least ``image_size``), converted to
+RGB, resized (antialiased bilinear) to ``image_size`` square and stored as ``uint8``. Files with
+other extensions are ignored.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def _load_split(folder: Path, class_names: Sequence[str], image_size: int, exten
             paths.append(path)
             labels.append(class_names.index(class_dir.name))
     images = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)
-    decode_images(paths, image_size, images, draft=False)
+    decode_images(paths, image_size, images)  # JPEG draft, as the dermoscopy layouts
     return ImageSplit(torch.from_numpy(images), torch.tensor(labels, dtype=torch.int64))
 
 
