@@ -28,7 +28,8 @@ import torch
 from fedml_prr.data.federation import SPLITS, Federation
 from fedml_prr.files import atomic_write, atomic_write_text
 from fedml_prr.data.images import decode_images
-from fedml_prr.data.manifest import Manifest, PathLike, assemble_federation, split_ranges, write_split_file
+from fedml_prr.data.manifest import SPLIT_EXTRA_COLUMNS, Manifest, PathLike, assemble_federation, split_ranges, split_rows
+from fedml_prr.data.split_file import write_split_file
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def write_cache(manifest: Manifest, out: PathLike, image_size: int, *, workers: 
 
     atomic_write(out / IMAGES, write_images)
     atomic_write(out / LABELS, lambda tmp: _save_npy(tmp, np.array([r.label for r in records], dtype=np.int64)))
-    write_split_file(out / SPLITS_CSV, manifest)
+    write_split_file(out / SPLITS_CSV, split_rows(manifest), extra_columns=SPLIT_EXTRA_COLUMNS)
 
     counts = manifest.counts()
     meta = {

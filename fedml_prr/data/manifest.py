@@ -14,8 +14,6 @@ Pure numpy / PIL / torch; nothing here imports ``fedml``.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -27,7 +25,13 @@ import torch
 
 from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
 from fedml_prr.data.images import decode_images
-from fedml_prr.files import atomic_write_text
+from fedml_prr.data.split_file import (  # noqa: F401  (read_csv_rows: the layouts import it from here)
+    REDRAW_HINT,
+    assign_splits,
+    read_csv_rows,
+    read_split_file,
+    write_split_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -134,28 +138,6 @@ class Manifest:
 
 
 # ----------------------------------------------------------------------------------- CSV files
-def read_csv_rows(path: Path, required: Sequence[str], *, what: str = "") -> List[Dict[str, str]]:
-    """Rows of a CSV file with a header, as dicts; clear errors for a missing file or column.
-
-    Parameters
-    ----------
-    required:
-        Columns that must be in the header (others are kept and may be ignored).
-    what:
-        Words naming what the file should be, appended to the missing-file error.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"missing CSV file {path}{'; ' + what if what else ''}")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; the header has {header}")
-        reader.fieldnames = header
-        return [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
-
-
 def require_dir(path: Path, what: str) -> Path:
     """``path`` if it is a folder, else ``FileNotFoundError`` saying what it should hold."""
     if not path.is_dir():
@@ -257,46 +239,24 @@ def carve_valid(records: Sequence[Record], clients: Sequence[str], split_seed: i
     return out
 
 
-SPLIT_FILE_COLUMNS = ("image_id", "client", "split")
+#: Extra columns of a dermoscopy split file, after ``image_id,client,split``.
+SPLIT_EXTRA_COLUMNS = ("label", "lesion_id")
 
 
-def write_split_file(path: PathLike, manifest: Manifest) -> Path:
-    """Write ``image_id,client,split,label,lesion_id`` rows of ``manifest`` (label as class name)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = io.StringIO(newline="")
-    writer = csv.writer(handle)
-    writer.writerow([*SPLIT_FILE_COLUMNS, "label", "lesion_id"])
-    for r in manifest.ordered().records:
-        writer.writerow([r.image_id, r.client, r.split, manifest.class_names[r.label], r.lesion_id])
-    return atomic_write_text(path, handle.getvalue())
+def split_rows(manifest: Manifest) -> List[Tuple[str, str, str, str, str]]:
+    """``(image_id, client, split, class name, lesion_id)`` of every record, clients then splits in order."""
+    return [(r.image_id, r.client, r.split, manifest.class_names[r.label], r.lesion_id)
+            for r in manifest.ordered().records]
 
 
 def apply_split_file(path: PathLike, records: Sequence[Record]) -> List[Record]:
     """Records with the splits of a split file; it must list exactly these images and clients."""
-    path = Path(path)
-    rows = read_csv_rows(path, SPLIT_FILE_COLUMNS, what="a split file has columns image_id,client,split")
-    assigned: Dict[str, Tuple[str, str]] = {}
-    for line, row in enumerate(rows, start=2):
-        if row["split"] not in SPLITS:
-            raise ValueError(f"{path} line {line}: unknown split {row['split']!r}; expected one of {SPLITS}")
-        if row["image_id"] in assigned:
-            raise ValueError(f"{path} line {line}: image {row['image_id']!r} is listed twice")
-        assigned[row["image_id"]] = (row["client"], row["split"])
-    out = []
-    for r in records:
-        if r.image_id not in assigned:
-            raise ValueError(f"split file {path} does not list image {r.image_id!r} of client {r.client!r}; it was "
-                             "written for other data - delete it to draw a new split")
-        client, split = assigned.pop(r.image_id)
-        if client != r.client:
-            raise ValueError(f"split file {path} puts image {r.image_id!r} in client {client!r}, the data in "
-                             f"{r.client!r}; it was written for other data - delete it to draw a new split")
-        out.append(replace(r, split=split))
-    if assigned:
-        raise ValueError(f"split file {path} lists {len(assigned)} image(s) not in the data (e.g. "
-                         f"{next(iter(assigned))!r}); it was written for other data - delete it to draw a new split")
-    return out
+    rows = read_split_file(path, item_column="image_id")
+    repeated = [item for item, n in Counter(r.item for r in rows).items() if n > 1]
+    if repeated:
+        raise ValueError(f"split file {path}: image {repeated[0]!r} is listed twice; {REDRAW_HINT}")
+    splits = assign_splits(rows, [(r.client, r.image_id) for r in records], path, noun="image")
+    return [replace(r, split=splits[(r.client, r.image_id)]) for r in records]
 
 
 def use_split_file(manifest: Manifest, split_file: Optional[PathLike]) -> Manifest:
@@ -307,7 +267,7 @@ def use_split_file(manifest: Manifest, split_file: Optional[PathLike]) -> Manife
     if path.is_file():
         logger.info("%s: splits read from %s", manifest.dataset, path)
         return replace(manifest, records=tuple(apply_split_file(path, manifest.records)))
-    write_split_file(path, manifest)
+    write_split_file(path, split_rows(manifest), item_column="image_id", extra_columns=SPLIT_EXTRA_COLUMNS)
     logger.info("%s: split written to %s", manifest.dataset, path)
     return manifest
 
