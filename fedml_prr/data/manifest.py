@@ -23,8 +23,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 import torch
 
-from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
+from fedml_prr.data.federation import SPLITS, Federation
 from fedml_prr.data.images import decode_images
+from fedml_prr.data.store import assemble_federation
 from fedml_prr.data.split_file import (  # noqa: F401  (read_csv_rows: the layouts import it from here)
     REDRAW_HINT,
     assign_splits,
@@ -284,17 +285,6 @@ def split_ranges(manifest: Manifest) -> List[Dict[str, Tuple[int, int]]]:
             position += n
         ranges.append(spans)
     return ranges
-
-
-def assemble_federation(name: str, class_names: Sequence[str], clients: Sequence[str],
-                        ranges: Sequence[Mapping[str, Sequence[int]]], images: torch.Tensor,
-                        labels: torch.Tensor) -> Federation:
-    """A federation whose splits are row ranges (views) of ``images`` / ``labels``."""
-    built = []
-    for client, spans in zip(clients, ranges):
-        parts = {s: ImageSplit(images[spans[s][0]:spans[s][1]], labels[spans[s][0]:spans[s][1]]) for s in SPLITS}
-        built.append(ClientData(client, **parts))
-    return Federation(name, tuple(class_names), tuple(built))
 
 
 def federation_from_manifest(manifest: Manifest, image_size: int, *, workers: Optional[int] = None,
