@@ -17,12 +17,8 @@ from typing import Mapping, Sequence, Union
 import torch
 
 from fedml_prr.data.images import decode_image
-from fedml_prr.registry import Registry
 
 logger = logging.getLogger(__name__)
-
-DATASETS: Registry = Registry("dataset")
-"""Dataset factories ``build(*, seed, image_size, **options) -> Federation``."""
 
 SPLITS = ("train", "valid", "test")
 

@@ -21,7 +21,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from fedml_prr.data.federation import DATASETS, SPLITS, ClientData, Federation, ImageSplit
+from fedml_prr.data.datasets import register_dataset
+from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
 from fedml_prr.data.images import decode_images
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def load_image_folder_federation(
     return Federation(root.name or "image_folder", tuple(class_names), tuple(clients))
 
 
-@DATASETS.register("image_folder")
+@register_dataset("image_folder")
 def build(*, seed: int, image_size: int, root: Optional[Union[str, Path]] = None,
           extensions: Sequence[str] = DEFAULT_EXTENSIONS) -> Federation:
     """Registry factory for :func:`load_image_folder_federation`; ``seed`` is unused (splits are on disk)."""

@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 
 from .segmentation_cache import default_cache_dir, file_fingerprint, load_or_build
-from .federation import DATASETS, SPLITS, ClientData, Federation, ImageSplit
+from .datasets import register_dataset
+from .federation import SPLITS, ClientData, Federation, ImageSplit
 from .images import decode_image, read_image_size
 from .split_file import assign_splits, read_split_file, rows_of_assignment, write_split_file
 
@@ -303,7 +304,7 @@ def load_prostate_prr(root: PathLike, *, image_size: int = 256, cache: bool = Tr
 
 # ----------------------------------------------------------------------------- registry
 
-@DATASETS.register("prostate_saml")
+@register_dataset("prostate_saml", task="segmentation")
 def build_saml(*, seed: int, image_size: int, root: Optional[PathLike] = None, sites: Sequence[str] = SAML_SITES,
                keep_empty_slices: bool = False, clip_percentile: float = 99.0,
                split_fractions: Sequence[float] = (0.6, 0.2, 0.2), split_file: Optional[PathLike] = None,
@@ -317,7 +318,7 @@ def build_saml(*, seed: int, image_size: int, root: Optional[PathLike] = None, s
                               cache_dir=cache_dir)
 
 
-@DATASETS.register("prostate_prr")
+@register_dataset("prostate_prr", task="segmentation")
 def build_prr(*, seed: int, image_size: int, root: Optional[PathLike] = None, cache: bool = True,
               cache_dir: Optional[PathLike] = None) -> Federation:
     """Registry factory for :func:`load_prostate_prr`; ``seed`` is unused (the splits are the shipped lists)."""
@@ -325,6 +326,3 @@ def build_prr(*, seed: int, image_size: int, root: Optional[PathLike] = None, ca
         raise ValueError("dataset 'prostate_prr' needs the option root=<folder with A/, B/, ...> (prr_data_root)")
     return load_prostate_prr(root, image_size=image_size, cache=cache, cache_dir=cache_dir)
 
-
-build_saml.task = "segmentation"
-build_prr.task = "segmentation"
