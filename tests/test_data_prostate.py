@@ -188,8 +188,8 @@ def test_saml_split_moves_to_csv_and_a_redraw_gives_the_legacy_assignment(saml_r
     rows = read_split_file(tmp_path / "old" / "prostate_saml_split_seed4.csv", item_column="case_id")
     assert {(r.client, r.item): r.split for r in rows} == {
         (site, case): split for site, splits in legacy.items() for split, ids in splits.items() for case in ids}
-    from_json = load_prostate_saml(saml_root, cache=False, split_file=tmp_path / "old" / "prostate_saml_split_seed4.json",
-                                   **options)
+    legacy_file = tmp_path / "old" / "prostate_saml_split_seed4.json"
+    from_json = load_prostate_saml(saml_root, cache=False, split_file=legacy_file, **options)
     for a, b in zip(drawn.clients, from_json.clients):
         for split in ("train", "valid", "test"):
             assert torch.equal(a.split(split).images, b.split(split).images)

@@ -36,8 +36,9 @@ def test_legacy_json_is_converted_on_read(tmp_path):
     legacy = {"BIDMC": {"train": ["Case01", "Case00"], "valid": ["Case02"], "test": []}}
     path = tmp_path / "old.json"
     path.write_text(json.dumps(legacy))
-    assert read_split_file(path, item_column="case_id") == [
-        SplitRow("Case01", "BIDMC", "train"), SplitRow("Case00", "BIDMC", "train"), SplitRow("Case02", "BIDMC", "valid")]
+    assert read_split_file(path, item_column="case_id") == [SplitRow("Case01", "BIDMC", "train"),
+                                                            SplitRow("Case00", "BIDMC", "train"),
+                                                            SplitRow("Case02", "BIDMC", "valid")]
     path.write_text(json.dumps(["Case00"]))
     with pytest.raises(ValueError, match=r"old.json is not a split of the form .*delete it to draw a new split"):
         read_split_file(path)

@@ -132,4 +132,7 @@ def test_absent_classes_raise_no_warnings():
         macro_f1(y_true, y_pred, 4)
         classification_metrics(y_true, torch.nn.functional.one_hot(y_pred, 4).float(), 4)
         classification_metrics(torch.zeros(3, dtype=torch.long), torch.rand(3, 4), 4)  # AUC undefined: NaN
+        one_class = torch.full((5,), 2)
+        assert balanced_accuracy(one_class, one_class, 4) == macro_f1(one_class, one_class, 4) == 1.0
+        classification_metrics(one_class, torch.nn.functional.one_hot(one_class, 4).float(), 4)
     assert [str(w.message) for w in caught] == []

@@ -3,8 +3,8 @@
 The numbers are scikit-learn's (``sklearn.metrics``), the library the PRR reference code used,
 with these conventions: macro-F1 averages over the classes present in ``y_true`` or ``y_pred``;
 balanced accuracy averages recall over the classes present in ``y_true`` (without sklearn's
-warning about predicted classes absent from ``y_true``: per-client test sets often lack
-classes); the one-vs-rest AUC averages over the classes with both positives and negatives, and
+warnings about predicted classes absent from ``y_true`` or a single class in both: per-client
+test sets often lack classes); the one-vs-rest AUC averages over the classes with both positives and negatives, and
 is NaN when there is none; an empty input scores 0.0 (AUC: NaN).  Inputs (torch tensors on any
 device, or arrays) are never mutated; the work is done on CPU copies.
 
@@ -67,11 +67,16 @@ def _macro_f1(true: np.ndarray, pred: np.ndarray) -> float:
     return float(skm.f1_score(true, pred, average="macro", zero_division=0.0))
 
 
+#: sklearn's warnings about absent classes, expected here (per-client splits often lack classes).
+_ABSENT_CLASS_WARNINGS = ("y_pred contains classes not in y_true", "A single label was found")
+
+
 def _balanced_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
     if not true.size:
         return 0.0
     with warnings.catch_warnings():  # classes predicted but absent from y_true are left out, silently
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true", category=UserWarning)
+        for message in _ABSENT_CLASS_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
         return float(skm.balanced_accuracy_score(true, pred))
 
 

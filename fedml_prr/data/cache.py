@@ -26,8 +26,9 @@ from fedml_prr.data.federation import SPLITS, Federation
 from fedml_prr.data.images import decode_images
 from fedml_prr.data.manifest import SPLIT_EXTRA_COLUMNS, Manifest, PathLike, split_ranges, split_rows
 from fedml_prr.data.split_file import format_split_file
-from fedml_prr.data.store import FORMAT as CACHE_FORMAT  # noqa: F401  (public names of this module)
-from fedml_prr.data.store import IMAGES, LABELS, META, VERSION as CACHE_VERSION, open_store, read_store_meta, write_store
+from fedml_prr.data.store import FORMAT as CACHE_FORMAT  # noqa: F401  (kept as public names of this module)
+from fedml_prr.data.store import VERSION as CACHE_VERSION  # noqa: F401
+from fedml_prr.data.store import IMAGES, LABELS, META, open_store, read_store_meta, write_store
 
 logger = logging.getLogger(__name__)
 

@@ -2,12 +2,13 @@
 
 Reading a layout (:mod:`fedml_prr.data.dermoscopy`) only parses its CSV files and checks that
 every listed image exists; it yields a :class:`Manifest`.  Decoding the images is a separate,
-slow step (:func:`~fedml_prr.data.images.decode_images`), done once into a cache (:mod:`fedml_prr.data.cache`) or at
-every run (:func:`federation_from_manifest`).  Both paths give identical tensors.
+slow step (:func:`~fedml_prr.data.images.decode_images`), done once into a cache
+(:mod:`fedml_prr.data.cache`) or at every run (:func:`federation_from_manifest`).  Both paths
+give identical tensors.
 
 Also here: the seeded, lesion-grouped, class-stratified split (:func:`grouped_stratified_split`)
-and the split file that stores a drawn split (``image_id,client,split``) so it is reused, not
-re-drawn.
+and its split file (:mod:`fedml_prr.data.split_file`, rows ``image_id,client,split,label,
+lesion_id``) that stores a drawn split so it is reused, not re-drawn.
 
 Pure numpy / PIL / torch; nothing here imports ``fedml``.
 """

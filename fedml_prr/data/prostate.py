@@ -200,7 +200,8 @@ def load_prostate_saml(root: PathLike, *, image_size: int = 256, seed: int = 0, 
     found = {site: find_cases(d) for site, d in site_dirs.items()}
     cases = {site: [c for c, _, _ in items] for site, items in found.items()}
     folder = _cache_dir(root, cache, cache_dir)
-    split_path = Path(split_file) if split_file is not None else (folder or root) / f"prostate_saml_split_seed{seed}.csv"
+    default_split = (folder or root) / f"prostate_saml_split_seed{seed}.csv"
+    split_path = Path(split_file) if split_file is not None else default_split
     if split_path.is_file():
         assignment = _read_split_file(split_path, cases)
     else:
@@ -252,10 +253,10 @@ def _load_slice(image_path: Path, label_path: Path, image_size: int) -> Tuple[to
     if not label_path.is_file():
         raise FileNotFoundError(f"missing segmentation file {label_path} for image {image_path}; add the mask "
                                 "(same file name under labels/) or remove the name from the lists")
-    width_height, label_width_height = read_image_size(image_path), read_image_size(label_path, mask=True)
-    if width_height != label_width_height:
-        raise ValueError(f"shape mismatch: {image_path} is {width_height[0]}x{width_height[1]} but its mask "
-                         f"{label_path} is {label_width_height[0]}x{label_width_height[1]}; they must have the same size")
+    (width, height), (mask_width, mask_height) = read_image_size(image_path), read_image_size(label_path, mask=True)
+    if (width, height) != (mask_width, mask_height):
+        raise ValueError(f"shape mismatch: {image_path} is {width}x{height} but its mask {label_path} is "
+                         f"{mask_width}x{mask_height}; they must have the same size")
     pixels = torch.from_numpy(decode_image(image_path, image_size, resample="bicubic"))
     values = torch.from_numpy(decode_image(label_path, image_size, mask=True, resample="nearest"))
     mask = values >= 128 if int(values.max()) > 1 else values > 0
