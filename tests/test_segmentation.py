@@ -13,7 +13,7 @@ from fedml_prr.core.segmentation import (ce_dice_loss, masked_feature_sums, segm
                                          segmentation_metrics, slice_scores, soft_dice_loss,
                                          softmax_mse_distillation)
 from fedml_prr.data.augment import augment_segmentation_batch
-from fedml_prr.models import SEGMENTATION_MODELS, build_model, model_task
+from fedml_prr.models import build_model, model_names, model_task
 
 LOG2 = math.log(2.0)
 
@@ -117,7 +117,7 @@ def test_segmentation_augmentation_moves_mask_with_image_and_is_seeded():
                                                ("unet_small", {"base": 8}, 32)])
 def test_segmentation_model_contract_and_pfa_roles(name, options, size):
     torch.manual_seed(0)
-    assert model_task(name) == "segmentation" and name in SEGMENTATION_MODELS
+    assert model_task(name) == "segmentation" and name in model_names("segmentation")
     model = build_model(name, num_classes=2, **options)
     logits, features = model(torch.randn(2, 3, size, size))
     assert logits.shape == (2, 2, size, size)

@@ -3,7 +3,8 @@
 Pure torch / numpy / PIL; nothing here imports ``fedml``. Importing the package registers the
 built-in datasets (``derm_synthetic``, ``image_folder``, the dermoscopy layouts ``derm_prr4``,
 ``derm_prr3``, ``isic2019``, ``ham10000``, and the prostate ones ``prostate_synthetic``,
-``prostate_saml``, ``prostate_prr``).
+``prostate_saml``, ``prostate_prr``); each registry entry is a
+:class:`~fedml_prr.data.datasets.DatasetSpec` carrying its task and its options.
 """
 
 from fedml_prr.data import (  # noqa: F401  (importing registers the datasets)
@@ -13,8 +14,15 @@ from fedml_prr.data import (  # noqa: F401  (importing registers the datasets)
     synthetic_derm,
     synthetic_prostate,
 )
-from fedml_prr.data.federation import (
+from fedml_prr.data.datasets import (
     DATASETS,
+    DatasetSpec,
+    build_federation,
+    dataset_options,
+    dataset_task,
+    register_dataset,
+)
+from fedml_prr.data.federation import (
     ClientData,
     Federation,
     ImageSplit,
@@ -24,25 +32,17 @@ from fedml_prr.data.federation import (
 __all__ = [
     "DATASETS",
     "ClientData",
+    "DatasetSpec",
     "Federation",
     "ImageSplit",
     "build_federation",
+    "dataset_options",
     "dataset_task",
     "dermoscopy",
     "federation_from_datasets",
     "folder",
     "prostate",
+    "register_dataset",
     "synthetic_derm",
     "synthetic_prostate",
 ]
-
-
-def build_federation(name: str, *, seed: int, image_size: int, **options: object) -> Federation:
-    """Build the registered dataset ``name``; an unknown name raises ``KeyError`` listing them all."""
-    return DATASETS.get(name)(seed=seed, image_size=image_size, **options)
-
-
-def dataset_task(name: str) -> str:
-    """``"segmentation"`` or ``"classification"`` for a registered dataset (unknown names:
-    classification; building them raises the registry's error)."""
-    return getattr(DATASETS.get(name), "task", "classification") if name in DATASETS else "classification"

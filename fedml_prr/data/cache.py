@@ -1,41 +1,48 @@
 """A prepared image cache: decode and resize a dataset once, memory-map it at every run.
 
-A cache is a folder::
-
-    meta.json     format and version, source dataset, its options, image size, class names,
-                  per-client row ranges and class counts, source root
-    images.npy    uint8 [N, 3, S, S], rows grouped by client (silo order) then split
-    labels.npy    int64 [N]
-    splits.csv    image_id,client,split,label,lesion_id of every row (usable as a split file)
+A prepared cache is a store (:mod:`fedml_prr.data.store`: ``meta.json``, ``images.npy``
+``uint8 [N, 3, S, S]``, ``labels.npy`` ``int64 [N]``) plus ``splits.csv``, the split file
+(``image_id,client,split,label,lesion_id``) of every row.  Its ``meta.json`` also records the
+source dataset, its options, the source root and how images were resized.
 
 :func:`write_cache` fills it from a :class:`~fedml_prr.data.manifest.Manifest`;
-:func:`load_cache` maps ``images.npy`` copy-on-write (nothing is read until used, the file is
+:func:`load_cache` maps the arrays copy-on-write (nothing is read until used, the files are
 never modified) and returns a :class:`~fedml_prr.data.federation.Federation` whose splits are
-views of the map.  A cache that does not match what a run asks for (dataset, image size, an
-explicitly given option, format version) is an error, never silently used.
+views of the maps.  A cache that does not match what a run asks for (dataset, image size, an
+explicitly given option, format version) is an error, never silently used; so is a truncated
+array file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
-import torch
 
 from fedml_prr.data.federation import SPLITS, Federation
-from fedml_prr.data.manifest import Manifest, PathLike, assemble_federation, decode_images, split_ranges, write_split_file
+from fedml_prr.data.images import decode_images
+from fedml_prr.data.manifest import SPLIT_EXTRA_COLUMNS, Manifest, PathLike, split_ranges, split_rows
+from fedml_prr.data.split_file import format_split_file
+from fedml_prr.data.store import FORMAT as CACHE_FORMAT  # noqa: F401  (kept as public names of this module)
+from fedml_prr.data.store import VERSION as CACHE_VERSION  # noqa: F401
+from fedml_prr.data.store import IMAGES, LABELS, META, open_store, read_store_meta, write_store
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = "fedml_prr.image_cache"
-CACHE_VERSION = 1
 #: How images are brought to the square size (recorded in the cache).
-RESIZE = "rgb, jpeg draft, bilinear resize to the square (full field of view)"
-META, IMAGES, LABELS, SPLITS_CSV = "meta.json", "images.npy", "labels.npy", "splits.csv"
+RESIZE = "rgb, jpeg draft (exact box), bilinear resize to the square (full field of view)"
+SPLITS_CSV = "splits.csv"
+
+
+def _prepare_again(path: Path, meta: Optional[Mapping[str, Any]] = None) -> str:
+    """How to rebuild the cache at ``path`` (with its dataset, root and size when known)."""
+    meta = meta or {}
+    return (f"prepare it again: fedml-prr prepare {meta.get('dataset', 'DATASET')} --root "
+            f"{meta.get('source_root', '...')} --out {path} --size {meta.get('image_size', '...')} --overwrite "
+            "(and the --option values listed in its meta.json)")
 
 
 def json_value(value: Any) -> Any:
@@ -70,56 +77,33 @@ def write_cache(manifest: Manifest, out: PathLike, image_size: int, *, workers: 
     if out.is_dir() and any(out.iterdir()):
         for name in (META, IMAGES, LABELS, SPLITS_CSV):  # meta first: a half-replaced cache is never valid
             (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
     manifest = manifest.ordered()
     records = manifest.records
     logger.info("preparing %s: %d images at %d px into %s", manifest.dataset, len(records), image_size, out)
-
-    tmp = out / (IMAGES + ".partial")
-    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(records), 3, image_size, image_size))
-    decode_images([r.path for r in records], image_size, images, workers=workers, progress=progress)
-    images.flush()
-    del images
-    os.replace(tmp, out / IMAGES)
-    np.save(out / LABELS, np.array([r.label for r in records], dtype=np.int64))
-    write_split_file(out / SPLITS_CSV, manifest)
-
     counts = manifest.counts()
     meta = {
-        "format": CACHE_FORMAT,
-        "version": CACHE_VERSION,
         "dataset": manifest.dataset,
-        "image_size": image_size,
         "options": json_value(manifest.options),
         "class_names": list(manifest.class_names),
         "clients": [{"name": c, "rows": {s: list(r[s]) for s in SPLITS}, "class_counts": counts[c]}
                     for c, r in zip(manifest.clients, split_ranges(manifest))],
-        "num_images": len(records),
         "source_root": str(Path(manifest.root).resolve()),
         "resize": RESIZE,
     }
-    (out / (META + ".partial")).write_text(json.dumps(meta, indent=1))
-    os.replace(out / (META + ".partial"), out / META)
-    return out
+    return write_store(
+        out, meta, image_size=image_size, labels=np.array([r.label for r in records], dtype=np.int64),
+        fill_images=lambda images: decode_images([r.path for r in records], image_size, images, workers=workers,
+                                                 progress=progress),
+        text_files={SPLITS_CSV: format_split_file(split_rows(manifest), extra_columns=SPLIT_EXTRA_COLUMNS)})
 
 
 def read_cache_meta(path: PathLike) -> Dict[str, Any]:
     """The ``meta.json`` of a cache; clear errors for a missing, partial or foreign folder."""
     path = Path(path)
-    meta_path = path / META
-    if not meta_path.is_file():
+    if not (path / META).is_file():
         raise FileNotFoundError(f"no prepared cache in {path} (missing {META}); create it with "
                                 f"`fedml-prr prepare DATASET --root ... --out {path} --size ...`")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{meta_path} is not valid JSON ({error}); prepare the cache again") from error
-    if meta.get("format") != CACHE_FORMAT:
-        raise ValueError(f"{meta_path} is not a fedml_prr image cache (format {meta.get('format')!r})")
-    if meta.get("version") != CACHE_VERSION:
-        raise ValueError(f"cache {path} has format version {meta.get('version')}, this fedml_prr reads version "
-                         f"{CACHE_VERSION}; prepare the cache again")
-    return meta
+    return read_store_meta(path, rebuild=_prepare_again(path))
 
 
 def load_cache(path: PathLike, *, dataset: Optional[str] = None, image_size: Optional[int] = None,
@@ -139,34 +123,26 @@ def load_cache(path: PathLike, *, dataset: Optional[str] = None, image_size: Opt
     FileNotFoundError
         No ``meta.json`` or data file in ``path``.
     ValueError
-        Another format version, dataset, size or option; data files inconsistent with the meta.
+        Another format version, dataset, size or option; a truncated or damaged data file, or
+        data files inconsistent with the meta (each message says how to prepare it again).
     """
     path = Path(path)
     meta = read_cache_meta(path)
     problems = []
-    if dataset is not None and str(dataset).lower() != str(meta["dataset"]).lower():
-        problems.append(f"dataset {meta['dataset']!r} (the run asks for {dataset!r})")
+    if dataset is not None and str(dataset).lower() != str(meta.get("dataset")).lower():
+        problems.append(f"dataset {meta.get('dataset')!r} (the run asks for {dataset!r})")
     if image_size is not None and int(image_size) != int(meta["image_size"]):
         problems.append(f"image size {meta['image_size']} (the run asks for {image_size}: prr_image_size)")
+    recorded = meta.get("options", {})
     for key, value in (options or {}).items():
-        if key not in meta["options"]:
-            problems.append(f"no option {key!r} (its options: {sorted(meta['options'])})")
-        elif json_value(value) != meta["options"][key]:
-            problems.append(f"option {key}={meta['options'][key]!r} (the run asks for {value!r})")
+        if key not in recorded:
+            problems.append(f"no option {key!r} (its options: {sorted(recorded)})")
+        elif json_value(value) != recorded[key]:
+            problems.append(f"option {key}={recorded[key]!r} (the run asks for {value!r})")
     if problems:
         raise ValueError(f"cache {path} was prepared with {'; '.join(problems)}; prepare a cache for this run "
                          "(fedml-prr prepare) or change the config to match")
-    for name in (IMAGES, LABELS):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"cache {path} lacks {name}; prepare it again")
-    images = np.load(path / IMAGES, mmap_mode="c")  # copy-on-write: writable views, file untouched
-    labels = np.load(path / LABELS)
-    size = int(meta["image_size"])
-    if images.shape != (meta["num_images"], 3, size, size) or images.dtype != np.uint8 or len(labels) != len(images):
-        raise ValueError(f"cache {path}: {IMAGES} is {images.dtype} {images.shape} with {len(labels)} labels, "
-                         f"{META} says {meta['num_images']} images of {size} px; prepare it again")
-    clients = [c["name"] for c in meta["clients"]]
-    ranges = [c["rows"] for c in meta["clients"]]
-    logger.info("memory-mapped cache %s: %s, %d images at %d px", path, meta["dataset"], len(images), size)
-    return assemble_federation(meta["dataset"], meta["class_names"], clients, ranges,
-                               torch.from_numpy(images), torch.from_numpy(labels))
+    federation = open_store(path, meta, rebuild=_prepare_again(path, meta))
+    logger.info("memory-mapped cache %s: %s, %d images at %d px", path, federation.name, meta["num_images"],
+                meta["image_size"])
+    return federation

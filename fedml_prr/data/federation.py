@@ -14,17 +14,11 @@ import logging
 from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
-from fedml_prr.registry import Registry
+from fedml_prr.data.images import decode_image
 
 logger = logging.getLogger(__name__)
-
-DATASETS: Registry = Registry("dataset")
-"""Dataset factories ``build(*, seed, image_size, **options) -> Federation``."""
 
 SPLITS = ("train", "valid", "test")
 
@@ -200,34 +194,6 @@ class Federation:
         return "\n".join(lines)
 
 
-def _to_uint8_chw(image: object, image_size: int, where: str) -> torch.Tensor:
-    """Convert one PIL image / ``uint8 HxWx3`` array / ``[3, H, W]`` tensor to ``uint8 [3, S, S]``."""
-    if isinstance(image, Image.Image):
-        tensor = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
-    elif isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"{where}: numpy images must be H x W x 3 (RGB), got shape {image.shape}")
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    elif isinstance(image, torch.Tensor):
-        tensor = image.detach().cpu()
-    else:
-        raise TypeError(f"{where}: image must be a PIL image, numpy array or tensor, got {type(image).__name__}")
-    if tensor.dim() != 3 or tensor.shape[0] != 3:
-        raise ValueError(f"{where}: expected 3 colour channels [3, H, W], got shape {tuple(tensor.shape)}; convert to RGB")
-    if tensor.is_floating_point():
-        if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
-            raise ValueError(f"{where}: float images must lie in [0, 1], got [{tensor.min():.3g}, {tensor.max():.3g}]")
-        tensor = tensor.float()
-    elif tensor.dtype == torch.uint8:
-        tensor = tensor.float() / 255.0
-    else:
-        raise ValueError(f"{where}: image dtype must be uint8 or float, got {tensor.dtype}")
-    if tuple(tensor.shape[1:]) != (image_size, image_size):
-        tensor = F.interpolate(tensor[None], size=(image_size, image_size), mode="bilinear",
-                               align_corners=False, antialias=True)[0]
-    return (tensor.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def _split_from_dataset(dataset: object, num_classes: int, image_size: int, where: str) -> ImageSplit:
     images, labels = [], []
     for i in range(len(dataset)):  # type: ignore[arg-type]
@@ -235,7 +201,7 @@ def _split_from_dataset(dataset: object, num_classes: int, image_size: int, wher
         label = int(label)
         if not 0 <= label < num_classes:
             raise ValueError(f"{where} item {i}: label {label} outside [0, {num_classes}); fix the label or class_names")
-        images.append(_to_uint8_chw(image, image_size, f"{where} item {i}"))
+        images.append(torch.from_numpy(decode_image(image, image_size, where=f"{where} item {i}")))
         labels.append(label)
     stacked = torch.stack(images) if images else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
     return ImageSplit(stacked, torch.tensor(labels, dtype=torch.int64))

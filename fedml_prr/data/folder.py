@@ -7,8 +7,10 @@ Layout::
 Clients are the sorted sub-folders of ``root`` (hidden ones skipped). Class names are the sorted
 union of the class folders found in the clients' ``train`` splits; a client may lack some classes
 (imbalanced data), but a class folder in ``valid``/``test`` that no train split has is an error.
-Images are read with PIL, converted to RGB, resized (bilinear) to ``image_size`` square and
-stored as ``uint8``. Files with other extensions are ignored.
+Images are decoded by :func:`~fedml_prr.data.images.decode_image` as the dermoscopy layouts
+are: read with PIL (JPEGs at a reduced DCT scale still at least ``image_size``), converted to
+RGB, resized (antialiased bilinear) to ``image_size`` square and stored as ``uint8``. Files with
+other extensions are ignored.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-
-from fedml_prr.data.federation import DATASETS, SPLITS, ClientData, Federation, ImageSplit
+from fedml_prr.data.datasets import register_dataset
+from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
+from fedml_prr.data.images import decode_images
 
 logger = logging.getLogger(__name__)
 
@@ -36,25 +38,15 @@ def _image_files(folder: Path, extensions: Sequence[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions)
 
 
-def _read_image(path: Path, image_size: int) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(f"cannot read image {path}: {error}; replace or delete the file") from error
-
-
 def _load_split(folder: Path, class_names: Sequence[str], image_size: int, extensions: Sequence[str]) -> ImageSplit:
-    images, labels = [], []
+    paths, labels = [], []
     for class_dir in _subdirs(folder):
         for path in _image_files(class_dir, extensions):
-            images.append(_read_image(path, image_size))
+            paths.append(path)
             labels.append(class_names.index(class_dir.name))
-    if not images:
-        return ImageSplit(torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
-    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return ImageSplit(stacked, torch.tensor(labels, dtype=torch.int64))
+    images = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)
+    decode_images(paths, image_size, images)  # JPEG draft, as the dermoscopy layouts
+    return ImageSplit(torch.from_numpy(images), torch.tensor(labels, dtype=torch.int64))
 
 
 def load_image_folder_federation(
@@ -111,7 +103,7 @@ def load_image_folder_federation(
     return Federation(root.name or "image_folder", tuple(class_names), tuple(clients))
 
 
-@DATASETS.register("image_folder")
+@register_dataset("image_folder")
 def build(*, seed: int, image_size: int, root: Optional[Union[str, Path]] = None,
           extensions: Sequence[str] = DEFAULT_EXTENSIONS) -> Federation:
     """Registry factory for :func:`load_image_folder_federation`; ``seed`` is unused (splits are on disk)."""

@@ -1,8 +1,8 @@
 """Datasets read from a layout on disk: one reader per layout, registered as a dataset.
 
 A layout reader is ``reader(root, *, option=default, ...) -> Manifest``; :func:`register_layout`
-registers it in :data:`LAYOUTS` and a dataset factory in
-:data:`~fedml_prr.data.federation.DATASETS` that builds the federation either
+registers it in :data:`LAYOUTS` and as a dataset (:mod:`fedml_prr.data.datasets`, options
+``root``, ``cache``, ``workers`` and the reader's) whose factory builds the federation either
 
 * from a prepared cache (option ``cache=<folder>``, see :mod:`fedml_prr.data.cache`), or
 * from the layout itself (option ``root=<folder>``; every image is decoded at each run).
@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from fedml_prr.data.cache import check_cache_target, json_value, load_cache, read_cache_meta, write_cache
-from fedml_prr.data.federation import DATASETS, Federation
+from fedml_prr.data.datasets import register_dataset
+from fedml_prr.data.federation import Federation
 from fedml_prr.data.manifest import Manifest, PathLike, federation_from_manifest
-from fedml_prr.registry import Registry
+from fedml_prr.registry import Registry, check_options
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +31,19 @@ LAYOUTS: Registry = Registry("dataset layout")
 """Layout readers ``reader(root, **options) -> Manifest`` by dataset name."""
 
 
+#: The options every layout dataset takes besides its reader's (see :func:`build_layout_federation`).
+SOURCE_OPTIONS = {"root": None, "cache": None, "workers": None}
+
+
+def reader_options(reader: Reader) -> Dict[str, Any]:
+    """The keyword options of a layout reader (all but its first argument, the root) and their defaults."""
+    return {p.name: p.default for p in list(inspect.signature(reader).parameters.values())[1:]}
+
+
 def layout_options(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
     """Every option of layout ``name``, defaults filled in; an unknown option raises ``ValueError``."""
-    parameters = list(inspect.signature(LAYOUTS.get(name)).parameters.values())[1:]
-    defaults = {p.name: p.default for p in parameters}
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} of dataset {name!r}; its options are root, cache, workers, "
-                         f"{', '.join(defaults)}")
+    defaults = reader_options(LAYOUTS.get(name))
+    check_options("dataset", name, options, defaults)
     return json_value({**defaults, **options})
 
 
@@ -97,7 +103,7 @@ def register_layout(name: str) -> Callable[[Reader], Reader]:
             return build_layout_federation(name, image_size=image_size, **options)
 
         build.__doc__ = f"Dataset factory of layout {name!r}: options root or cache, workers, and {reader.__name__}'s."
-        DATASETS.register(name)(build)
+        register_dataset(name, options={**SOURCE_OPTIONS, **reader_options(reader)})(build)
         return reader
 
     return decorator

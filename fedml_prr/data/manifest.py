@@ -2,32 +2,38 @@
 
 Reading a layout (:mod:`fedml_prr.data.dermoscopy`) only parses its CSV files and checks that
 every listed image exists; it yields a :class:`Manifest`.  Decoding the images is a separate,
-slow step (:func:`decode_images`), done once into a cache (:mod:`fedml_prr.data.cache`) or at
-every run (:func:`federation_from_manifest`).  Both paths give identical tensors.
+slow step (:func:`~fedml_prr.data.images.decode_images`), done once into a cache
+(:mod:`fedml_prr.data.cache`) or at every run (:func:`federation_from_manifest`).  Both paths
+give identical tensors.
 
 Also here: the seeded, lesion-grouped, class-stratified split (:func:`grouped_stratified_split`)
-and the split file that stores a drawn split (``image_id,client,split``) so it is reused, not
-re-drawn.
+and its split file (:mod:`fedml_prr.data.split_file`, rows ``image_id,client,split,label,
+lesion_id``) that stores a drawn split so it is reused, not re-drawn.
 
 Pure numpy / PIL / torch; nothing here imports ``fedml``.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
+from fedml_prr.data.federation import SPLITS, Federation
+from fedml_prr.data.images import decode_images
+from fedml_prr.data.store import assemble_federation
+from fedml_prr.data.split_file import (  # noqa: F401  (read_csv_rows: the layouts import it from here)
+    REDRAW_HINT,
+    assign_splits,
+    read_csv_rows,
+    read_split_file,
+    write_split_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -134,28 +140,6 @@ class Manifest:
 
 
 # ----------------------------------------------------------------------------------- CSV files
-def read_csv_rows(path: Path, required: Sequence[str], *, what: str = "") -> List[Dict[str, str]]:
-    """Rows of a CSV file with a header, as dicts; clear errors for a missing file or column.
-
-    Parameters
-    ----------
-    required:
-        Columns that must be in the header (others are kept and may be ignored).
-    what:
-        Words naming what the file should be, appended to the missing-file error.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"missing CSV file {path}{'; ' + what if what else ''}")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; the header has {header}")
-        reader.fieldnames = header
-        return [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
-
-
 def require_dir(path: Path, what: str) -> Path:
     """``path`` if it is a folder, else ``FileNotFoundError`` saying what it should hold."""
     if not path.is_dir():
@@ -257,46 +241,24 @@ def carve_valid(records: Sequence[Record], clients: Sequence[str], split_seed: i
     return out
 
 
-SPLIT_FILE_COLUMNS = ("image_id", "client", "split")
+#: Extra columns of a dermoscopy split file, after ``image_id,client,split``.
+SPLIT_EXTRA_COLUMNS = ("label", "lesion_id")
 
 
-def write_split_file(path: PathLike, manifest: Manifest) -> Path:
-    """Write ``image_id,client,split,label,lesion_id`` rows of ``manifest`` (label as class name)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([*SPLIT_FILE_COLUMNS, "label", "lesion_id"])
-        for r in manifest.ordered().records:
-            writer.writerow([r.image_id, r.client, r.split, manifest.class_names[r.label], r.lesion_id])
-    return path
+def split_rows(manifest: Manifest) -> List[Tuple[str, str, str, str, str]]:
+    """``(image_id, client, split, class name, lesion_id)`` of every record, clients then splits in order."""
+    return [(r.image_id, r.client, r.split, manifest.class_names[r.label], r.lesion_id)
+            for r in manifest.ordered().records]
 
 
 def apply_split_file(path: PathLike, records: Sequence[Record]) -> List[Record]:
     """Records with the splits of a split file; it must list exactly these images and clients."""
-    path = Path(path)
-    rows = read_csv_rows(path, SPLIT_FILE_COLUMNS, what="a split file has columns image_id,client,split")
-    assigned: Dict[str, Tuple[str, str]] = {}
-    for line, row in enumerate(rows, start=2):
-        if row["split"] not in SPLITS:
-            raise ValueError(f"{path} line {line}: unknown split {row['split']!r}; expected one of {SPLITS}")
-        if row["image_id"] in assigned:
-            raise ValueError(f"{path} line {line}: image {row['image_id']!r} is listed twice")
-        assigned[row["image_id"]] = (row["client"], row["split"])
-    out = []
-    for r in records:
-        if r.image_id not in assigned:
-            raise ValueError(f"split file {path} does not list image {r.image_id!r} of client {r.client!r}; it was "
-                             "written for other data - delete it to draw a new split")
-        client, split = assigned.pop(r.image_id)
-        if client != r.client:
-            raise ValueError(f"split file {path} puts image {r.image_id!r} in client {client!r}, the data in "
-                             f"{r.client!r}; it was written for other data - delete it to draw a new split")
-        out.append(replace(r, split=split))
-    if assigned:
-        raise ValueError(f"split file {path} lists {len(assigned)} image(s) not in the data (e.g. "
-                         f"{next(iter(assigned))!r}); it was written for other data - delete it to draw a new split")
-    return out
+    rows = read_split_file(path, item_column="image_id")
+    repeated = [item for item, n in Counter(r.item for r in rows).items() if n > 1]
+    if repeated:
+        raise ValueError(f"split file {path}: image {repeated[0]!r} is listed twice; {REDRAW_HINT}")
+    splits = assign_splits(rows, [(r.client, r.image_id) for r in records], path, noun="image")
+    return [replace(r, split=splits[(r.client, r.image_id)]) for r in records]
 
 
 def use_split_file(manifest: Manifest, split_file: Optional[PathLike]) -> Manifest:
@@ -307,53 +269,9 @@ def use_split_file(manifest: Manifest, split_file: Optional[PathLike]) -> Manife
     if path.is_file():
         logger.info("%s: splits read from %s", manifest.dataset, path)
         return replace(manifest, records=tuple(apply_split_file(path, manifest.records)))
-    write_split_file(path, manifest)
+    write_split_file(path, split_rows(manifest), item_column="image_id", extra_columns=SPLIT_EXTRA_COLUMNS)
     logger.info("%s: split written to %s", manifest.dataset, path)
     return manifest
-
-
-# ------------------------------------------------------------------------------------- decoding
-def read_image(path: Path, image_size: int) -> np.ndarray:
-    """One image as ``uint8 [3, S, S]``: RGB, resized to the square (full field of view).
-
-    JPEGs are decoded at the smallest DCT scale still at least ``image_size`` (PIL ``draft``),
-    then resized with an antialiased bilinear filter.
-    """
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (image_size, image_size))
-            image = image.convert("RGB")
-            if image.size != (image_size, image_size):
-                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"missing image {path}; restore the file or remove its row") from error
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(f"cannot read image {path}: {error}; replace the file or remove its row") from error
-
-
-def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def decode_images(paths: Sequence[Path], image_size: int, out: np.ndarray, *, workers: Optional[int] = None,
-                  progress: Optional[Callable[[int], None]] = None, chunk: int = 256) -> np.ndarray:
-    """Decode ``paths`` into ``out`` (``uint8 [N, 3, S, S]``, e.g. a memory map), in order.
-
-    Threads decode in parallel (PIL releases the GIL); ``progress(n)`` is called after each
-    chunk of ``n`` images.
-    """
-    if out.shape != (len(paths), 3, image_size, image_size) or out.dtype != np.uint8:
-        raise ValueError(f"out must be uint8 {(len(paths), 3, image_size, image_size)}, got {out.dtype} {out.shape}")
-    workers = workers or default_workers()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(paths), chunk):
-            batch = paths[start:start + chunk]
-            for i, image in enumerate(pool.map(lambda p: read_image(p, image_size), batch)):
-                out[start + i] = image
-            if progress is not None:
-                progress(len(batch))
-    return out
 
 
 def split_ranges(manifest: Manifest) -> List[Dict[str, Tuple[int, int]]]:
@@ -368,17 +286,6 @@ def split_ranges(manifest: Manifest) -> List[Dict[str, Tuple[int, int]]]:
             position += n
         ranges.append(spans)
     return ranges
-
-
-def assemble_federation(name: str, class_names: Sequence[str], clients: Sequence[str],
-                        ranges: Sequence[Mapping[str, Sequence[int]]], images: torch.Tensor,
-                        labels: torch.Tensor) -> Federation:
-    """A federation whose splits are row ranges (views) of ``images`` / ``labels``."""
-    built = []
-    for client, spans in zip(clients, ranges):
-        parts = {s: ImageSplit(images[spans[s][0]:spans[s][1]], labels[spans[s][0]:spans[s][1]]) for s in SPLITS}
-        built.append(ClientData(client, **parts))
-    return Federation(name, tuple(class_names), tuple(built))
 
 
 def federation_from_manifest(manifest: Manifest, image_size: int, *, workers: Optional[int] = None,

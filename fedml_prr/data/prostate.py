@@ -11,8 +11,9 @@ label is prostate); each sample is slice ``i`` with slices ``i-1, i, i+1`` as it
 (the end slices repeat themselves); by default only slices with prostate are kept
 (``keep_empty_slices: true`` keeps all); slices resized to ``image_size`` (bilinear, antialiased;
 masks nearest).  Cases, never slices, are split into train/valid/test, seeded; the split is saved
-as JSON next to the cache and reused (a saved split naming a missing case, or missing a case on
-disk, is an error).
+next to the cache as a split file (:mod:`fedml_prr.data.split_file`, rows ``case_id,client,split``)
+and reused (a saved split naming a missing case, or missing a case on disk, is an error; a legacy
+JSON split given as ``split_file`` is read too).
 
 ``prostate_prr`` (DATASETS.md section E; the PRR reference layout of 2-D slices)::
 
@@ -32,7 +33,6 @@ file, an image and a mask of different shapes, an empty site.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -41,16 +41,20 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .segmentation_cache import default_cache_dir, file_fingerprint, load_or_build
-from .federation import DATASETS, SPLITS, ClientData, Federation, ImageSplit
+from .datasets import register_dataset
+from .federation import SPLITS, ClientData, Federation, ImageSplit
+from .images import decode_image, read_image_size
+from .split_file import assign_splits, read_split_file, rows_of_assignment, write_split_file
 
 logger = logging.getLogger(__name__)
 
 CLASS_NAMES = ("background", "prostate")
 SAML_SITES = ("BIDMC", "HK", "I2CVB", "ISBI", "ISBI_1.5", "UCL")
 LOADER_VERSION = 1
+#: The item column of a prostate_saml split file (rows case_id,client,split; client = site).
+SPLIT_ITEM_COLUMN = "case_id"
 _CASE = re.compile(r"^(case\d+)\.nii(\.gz)?$", re.IGNORECASE)
 
 PathLike = Union[str, Path]
@@ -139,17 +143,14 @@ def split_cases(case_ids: Sequence[str], seed: int, site_index: int,
 
 
 def _read_split_file(path: Path, cases: Dict[str, List[str]]) -> Dict[str, Dict[str, List[str]]]:
-    saved = json.loads(path.read_text())
-    for site, ids in cases.items():
-        if site not in saved:
-            raise ValueError(f"split file {path} has no entry for site {site!r}; delete it to draw a new split")
-        listed = [c for split in SPLITS for c in saved[site].get(split, [])]
-        if sorted(listed) != sorted(ids):
-            missing, unknown = sorted(set(ids) - set(listed)), sorted(set(listed) - set(ids))
-            raise ValueError(f"split file {path} does not match site {site!r} on disk (cases not in the file: "
-                             f"{missing}; listed but missing on disk: {unknown}; listed twice: "
-                             f"{len(listed) != len(set(listed))}); delete it to draw a new split")
-    return {site: {split: list(saved[site].get(split, [])) for split in SPLITS} for site in cases}
+    """``{site: {split: [case ids]}}`` of the sites in ``cases`` from a split file (rows of other
+    sites are ignored: a split of all six sites serves a run on a subset)."""
+    rows = [r for r in read_split_file(path, item_column=SPLIT_ITEM_COLUMN) if r.client in cases]
+    assign_splits(rows, [(site, case) for site, ids in cases.items() for case in ids], path, noun="case")
+    assignment: Dict[str, Dict[str, List[str]]] = {site: {split: [] for split in SPLITS} for site in cases}
+    for row in rows:  # file order within each split
+        assignment[row.client][row.split].append(row.item)
+    return assignment
 
 
 def _load_volume(case: str, image_path: Path, mask_path: Path, image_size: int,
@@ -184,8 +185,8 @@ def load_prostate_saml(root: PathLike, *, image_size: int = 256, seed: int = 0, 
                        cache: bool = True, cache_dir: Optional[PathLike] = None) -> Federation:
     """Read the 6-site NIfTI layout into a segmentation :class:`Federation` (module docstring).
 
-    ``split_file`` (default ``<cache folder>/prostate_saml_split_seed<seed>.json``, or
-    ``<root>/prostate_saml_split_seed<seed>.json`` when caching is off) is read if it exists,
+    ``split_file`` (default ``<cache folder>/prostate_saml_split_seed<seed>.csv``, or
+    ``<root>/prostate_saml_split_seed<seed>.csv`` when caching is off) is read if it exists,
     else drawn with :func:`split_cases` and written.
     """
     root = Path(root)
@@ -199,14 +200,17 @@ def load_prostate_saml(root: PathLike, *, image_size: int = 256, seed: int = 0, 
     found = {site: find_cases(d) for site, d in site_dirs.items()}
     cases = {site: [c for c, _, _ in items] for site, items in found.items()}
     folder = _cache_dir(root, cache, cache_dir)
-    split_path = Path(split_file) if split_file is not None else (folder or root) / f"prostate_saml_split_seed{seed}.json"
+    default_split = (folder or root) / f"prostate_saml_split_seed{seed}.csv"
+    split_path = Path(split_file) if split_file is not None else default_split
     if split_path.is_file():
         assignment = _read_split_file(split_path, cases)
     else:
+        if split_path.suffix.lower() == ".json":
+            raise FileNotFoundError(f"missing split file {split_path}; split files are CSV now: give a .csv path "
+                                    "(the drawn split is saved there) or an existing split file")
         assignment = {site: split_cases(ids, seed, i, split_fractions) for i, (site, ids) in enumerate(cases.items())}
         try:
-            split_path.parent.mkdir(parents=True, exist_ok=True)
-            split_path.write_text(json.dumps(assignment, indent=2))
+            write_split_file(split_path, rows_of_assignment(assignment), item_column=SPLIT_ITEM_COLUMN)
             logger.info("saved the case split to %s", split_path)
         except OSError as exc:
             logger.warning("could not save the case split to %s (%s); it is redrawn identically from the seed",
@@ -249,20 +253,12 @@ def _load_slice(image_path: Path, label_path: Path, image_size: int) -> Tuple[to
     if not label_path.is_file():
         raise FileNotFoundError(f"missing segmentation file {label_path} for image {image_path}; add the mask "
                                 "(same file name under labels/) or remove the name from the lists")
-    try:
-        with Image.open(image_path) as im:
-            image = im.convert("RGB")
-        with Image.open(label_path) as lb:
-            label = lb.convert("L")
-    except OSError as exc:
-        raise ValueError(f"cannot read {image_path} or {label_path} as an image ({exc}); replace the file") from exc
-    if image.size != label.size:
-        raise ValueError(f"shape mismatch: {image_path} is {image.size[0]}x{image.size[1]} but its mask {label_path} "
-                         f"is {label.size[0]}x{label.size[1]}; they must have the same size")
-    image = image.resize((image_size, image_size), Image.BICUBIC)
-    label = label.resize((image_size, image_size), Image.NEAREST)
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-    values = torch.from_numpy(np.asarray(label, dtype=np.uint8).copy())
+    (width, height), (mask_width, mask_height) = read_image_size(image_path), read_image_size(label_path, mask=True)
+    if (width, height) != (mask_width, mask_height):
+        raise ValueError(f"shape mismatch: {image_path} is {width}x{height} but its mask {label_path} is "
+                         f"{mask_width}x{mask_height}; they must have the same size")
+    pixels = torch.from_numpy(decode_image(image_path, image_size, resample="bicubic"))
+    values = torch.from_numpy(decode_image(label_path, image_size, mask=True, resample="nearest"))
     mask = values >= 128 if int(values.max()) > 1 else values > 0
     return pixels, mask.to(torch.uint8)
 
@@ -309,7 +305,7 @@ def load_prostate_prr(root: PathLike, *, image_size: int = 256, cache: bool = Tr
 
 # ----------------------------------------------------------------------------- registry
 
-@DATASETS.register("prostate_saml")
+@register_dataset("prostate_saml", task="segmentation")
 def build_saml(*, seed: int, image_size: int, root: Optional[PathLike] = None, sites: Sequence[str] = SAML_SITES,
                keep_empty_slices: bool = False, clip_percentile: float = 99.0,
                split_fractions: Sequence[float] = (0.6, 0.2, 0.2), split_file: Optional[PathLike] = None,
@@ -323,7 +319,7 @@ def build_saml(*, seed: int, image_size: int, root: Optional[PathLike] = None, s
                               cache_dir=cache_dir)
 
 
-@DATASETS.register("prostate_prr")
+@register_dataset("prostate_prr", task="segmentation")
 def build_prr(*, seed: int, image_size: int, root: Optional[PathLike] = None, cache: bool = True,
               cache_dir: Optional[PathLike] = None) -> Federation:
     """Registry factory for :func:`load_prostate_prr`; ``seed`` is unused (the splits are the shipped lists)."""
@@ -331,6 +327,3 @@ def build_prr(*, seed: int, image_size: int, root: Optional[PathLike] = None, ca
         raise ValueError("dataset 'prostate_prr' needs the option root=<folder with A/, B/, ...> (prr_data_root)")
     return load_prostate_prr(root, image_size=image_size, cache=cache, cache_dir=cache_dir)
 
-
-build_saml.task = "segmentation"
-build_prr.task = "segmentation"

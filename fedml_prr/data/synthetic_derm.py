@@ -37,7 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedml_prr.data.federation import DATASETS, SPLITS, ClientData, Federation, ImageSplit
+from fedml_prr.data.datasets import register_dataset
+from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def make_synthetic_dermoscopy(*, seed: int = 0, image_size: int = 32, scale: flo
     return Federation("derm_synthetic", CLASS_NAMES, tuple(clients))
 
 
-@DATASETS.register("derm_synthetic")
+@register_dataset("derm_synthetic")
 def build(*, seed: int, image_size: int, scale: float = 0.25) -> Federation:
     """Registry factory for :func:`make_synthetic_dermoscopy`; the only option is ``scale``."""
     return make_synthetic_dermoscopy(seed=seed, image_size=image_size, scale=scale)

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedml_prr.data.federation import DATASETS, SPLITS, ClientData, Federation, ImageSplit
+from fedml_prr.data.datasets import register_dataset
+from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
 
 logger = logging.getLogger(__name__)
 
@@ -183,12 +184,10 @@ def make_synthetic_prostate(*, seed: int = 0, image_size: int = 64, cases: tuple
     return Federation("prostate_synthetic", CLASS_NAMES, tuple(clients))
 
 
-@DATASETS.register("prostate_synthetic")
+@register_dataset("prostate_synthetic", task="segmentation")
 def build(*, seed: int, image_size: int, cases: tuple[int, int, int] = DEFAULT_CASES, slices_per_case: int = 10,
           sites: int = 5) -> Federation:
     """Registry factory for :func:`make_synthetic_prostate`."""
     return make_synthetic_prostate(seed=seed, image_size=image_size, cases=tuple(cases),
                                    slices_per_case=slices_per_case, sites=sites)
 
-
-build.task = "segmentation"

@@ -1,52 +1,113 @@
-"""Model registries: every classification model maps images to ``(logits [B, C], features [B, feature_dim])``;
-every segmentation model to ``(logits [B, C, H, W], bottleneck features [B, feature_dim, h, w])``.
+"""The model registry: every entry is a :class:`ModelSpec` carrying the class and its task.
 
+Every classification model maps images to ``(logits [B, C], features [B, feature_dim])``; every
+segmentation model to ``(logits [B, C, H, W], bottleneck features [B, feature_dim, h, w])``.
 Each registered model exposes ``feature_dim`` and ``classifier_key`` (the state-dict key of the
 final classifier weight: ``[C, feature_dim]``, or ``[C, feature_dim, 1, 1]`` for the 1x1-conv
-classifier of a segmentation net). Adding a model is one module plus one registration line
-below; :func:`build_model` serves both registries.
+classifier of a segmentation net), and the static methods ``min_image_size(**options)`` and
+``image_size_multiple(**options)``, its input-size rule computed from the architecture.
+Adding a model is one module plus one registration line below.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 from torch import nn
 
 from fedml_prr.models.resnet import ResNet18Features
 from fedml_prr.models.segmentation import DeepLabResNet18, UNetSmall
 from fedml_prr.models.vgg_slim import VGG16Slim
-from fedml_prr.registry import Registry
+from fedml_prr.registry import Registry, check_options
 
-MODELS: Registry[type[nn.Module]] = Registry("model")
-MODELS.register("vgg16_slim")(VGG16Slim)
-MODELS.register("resnet18")(ResNet18Features)
-
-SEGMENTATION_MODELS: Registry[type[nn.Module]] = Registry("segmentation model")
-SEGMENTATION_MODELS.register("deeplab_resnet18")(DeepLabResNet18)
-SEGMENTATION_MODELS.register("unet_small")(UNetSmall)
+#: The tasks a model (and a dataset) can be for.
+TASKS = ("classification", "segmentation")
 
 
-def _model_class(name: str) -> type[nn.Module]:
-    if name in SEGMENTATION_MODELS:
-        return SEGMENTATION_MODELS.get(name)
-    if name not in MODELS:
-        known = ", ".join(MODELS.names() + SEGMENTATION_MODELS.names())
-        raise KeyError(f"unknown model {name!r}; known models: {known}")
-    return MODELS.get(name)
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model.
+
+    Attributes
+    ----------
+    name:
+        The registered name.
+    model_class:
+        ``model_class(num_classes, **options)`` builds it.
+    task:
+        ``"classification"`` or ``"segmentation"``.
+    """
+
+    name: str
+    model_class: type
+    task: str
+
+    @property
+    def options(self) -> Dict[str, Any]:
+        """The keyword options of the constructor besides ``num_classes``, with their defaults."""
+        parameters = inspect.signature(self.model_class).parameters.values()
+        return {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+"""Every registered model, by name (case-insensitive)."""
+
+
+def register_model(name: str, model_class: type, *, task: str) -> None:
+    """Register ``model_class`` as model ``name`` for ``task``; the class provides the
+    ``min_image_size`` and ``image_size_multiple`` static methods."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    for method in ("min_image_size", "image_size_multiple"):
+        if not callable(getattr(model_class, method, None)):
+            raise TypeError(f"{model_class.__name__} lacks the static method {method}(**options)")
+    MODELS.register(name)(ModelSpec(name, model_class, task))
+
+
+register_model("vgg16_slim", VGG16Slim, task="classification")
+register_model("resnet18", ResNet18Features, task="classification")
+register_model("deeplab_resnet18", DeepLabResNet18, task="segmentation")
+register_model("unet_small", UNetSmall, task="segmentation")
+
+
+def _spec(name: str, options: Dict[str, Any]) -> ModelSpec:
+    spec = MODELS.get(name)
+    check_options("model", spec.name, options, spec.options)
+    return spec
+
+
+def model_names(task: Optional[str] = None) -> List[str]:
+    """Registered model names, sorted; only those for ``task`` when given."""
+    return [n for n in MODELS.names() if task is None or MODELS.get(n).task == task]
 
 
 def model_task(name: str) -> str:
     """``"segmentation"`` or ``"classification"``: the task model ``name`` is registered for."""
-    _model_class(name)
-    return "segmentation" if name in SEGMENTATION_MODELS else "classification"
+    return MODELS.get(name).task
 
 
 def model_options(name: str) -> list[str]:
     """The keyword options accepted by model ``name`` besides ``num_classes``."""
-    parameters = inspect.signature(_model_class(name)).parameters.values()
-    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    return list(MODELS.get(name).options)
+
+
+def min_image_size(name: str, **options: Any) -> int:
+    """The smallest square input side model ``name`` accepts with ``options`` (from its
+    architecture: its pools and strided layers); an unknown option raises ``ValueError``."""
+    return int(_spec(name, options).model_class.min_image_size(**options))
+
+
+def check_image_size(name: str, image_size: int, **options: Any) -> None:
+    """Raise a one-line ``ValueError`` if model ``name`` cannot take ``image_size`` square inputs:
+    below :func:`min_image_size`, or not a multiple of the side its skip connections need."""
+    model_class = _spec(name, options).model_class
+    smallest, multiple = int(model_class.min_image_size(**options)), int(model_class.image_size_multiple(**options))
+    if image_size < smallest or image_size % multiple:
+        rule = f"at least {smallest} px" + (f" and a multiple of {multiple}" if multiple > 1 else "")
+        raise ValueError(f"model {name!r} with options {options or '{}'} needs an image size {rule}, got {image_size} "
+                         "(prr_image_size)")
 
 
 def build_model(name: str, *, num_classes: int, **options: Any) -> nn.Module:
@@ -60,17 +121,12 @@ def build_model(name: str, *, num_classes: int, **options: Any) -> nn.Module:
     num_classes:
         Number of output logits.
     **options:
-        Model-specific keyword options (e.g. ``width`` for ``vgg16_slim``); an unknown one
-        raises ``TypeError`` listing the valid options.
+        Model-specific keyword options (e.g. ``width`` for ``vgg16_slim``); an unknown one raises
+        :class:`~fedml_prr.registry.UnknownOptionError`, a one-line ``ValueError`` (also a
+        ``TypeError``) naming the model, the bad keys and the valid options.
     """
-    valid = model_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise TypeError(
-            f"unknown option(s) {unknown} for model {name!r}; valid options: {', '.join(valid)}"
-        )
-    return _model_class(name)(num_classes, **options)
+    return _spec(name, options).model_class(num_classes, **options)
 
 
-__all__ = ["MODELS", "SEGMENTATION_MODELS", "DeepLabResNet18", "ResNet18Features", "UNetSmall", "VGG16Slim",
-           "build_model", "model_options", "model_task"]
+__all__ = ["MODELS", "ModelSpec", "DeepLabResNet18", "ResNet18Features", "UNetSmall", "VGG16Slim", "build_model",
+           "check_image_size", "min_image_size", "model_names", "model_options", "model_task", "register_model"]

@@ -8,11 +8,23 @@ Pretrained weights are never downloaded.
 
 from __future__ import annotations
 
+from typing import List
+
 import torch
 from torch import nn
 from torchvision.models import resnet18
 
+from .geometry import Layer, smallest_input
+
 BACKBONE_DIM = 512
+
+
+def resnet18_shrinking_layers(*, small_input: bool, strided_stages: int = 3) -> List[Layer]:
+    """The layers of torchvision's ResNet-18 that can shrink the input: the stem (7x7 stride-2
+    convolution, 3x3 stride-2 max-pool; with ``small_input`` none) and the first 3x3 stride-2
+    convolution of the last ``strided_stages`` stages (all padded: none shrinks below one pixel)."""
+    stem = [] if small_input else [(7, 2, 3, 1), (3, 2, 1, 1)]
+    return stem + [(3, 2, 1, 1)] * strided_stages
 
 
 class ResNet18Features(nn.Module):
@@ -55,6 +67,16 @@ class ResNet18Features(nn.Module):
         self.bn_fc1 = nn.BatchNorm1d(feature_dim)
         self.relu = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(feature_dim, num_classes, bias=False)
+
+    @staticmethod
+    def min_image_size(*, small_input: bool = False, **options: object) -> int:
+        """Smallest square input: 1 px (every strided layer is padded; the global pool follows)."""
+        return smallest_input(resnet18_shrinking_layers(small_input=small_input))
+
+    @staticmethod
+    def image_size_multiple(**options: object) -> int:
+        """Inputs may have any side."""
+        return 1
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Classify a batch.

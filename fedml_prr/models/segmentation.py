@@ -19,6 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
+from .geometry import MAX_POOL_2, smallest_input
+from .resnet import resnet18_shrinking_layers
+
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int = 3, dilation: int = 1) -> nn.Sequential:
     padding = dilation * (kernel // 2)
@@ -99,6 +102,17 @@ class DeepLabResNet18(nn.Module):
         self.bottleneck = _conv_bn_relu(feature_dim, feature_dim)
         self.classifier = nn.Conv2d(feature_dim, num_classes, kernel_size=1)
 
+    @staticmethod
+    def min_image_size(*, small_input: bool = False, **options: object) -> int:
+        """Smallest square input: 1 px (stem and stages 2-3 are padded strided layers; the dilated
+        ``layer4`` and the ASPP branches keep the size)."""
+        return smallest_input(resnet18_shrinking_layers(small_input=small_input, strided_stages=2))
+
+    @staticmethod
+    def image_size_multiple(**options: object) -> int:
+        """Inputs may have any side (the logits are resized to the input)."""
+        return 1
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits [B, C, H, W], bottleneck features [B, feature_dim, h, w])``."""
         size = x.shape[2:]
@@ -146,6 +160,16 @@ class UNetSmall(nn.Module):
             self.upsample.append(nn.ConvTranspose2d(width * 2, width, kernel_size=2, stride=2))
             self.up.append(nn.Sequential(_conv_bn_relu(width * 2, width), _conv_bn_relu(width, width)))
         self.classifier = nn.Conv2d(widths[0], num_classes, kernel_size=1)
+
+    @staticmethod
+    def min_image_size(*, depth: int = 3, **options: object) -> int:
+        """Smallest square input: ``2**depth`` px (``depth`` 2x2 max-pools)."""
+        return smallest_input([MAX_POOL_2] * depth)
+
+    @staticmethod
+    def image_size_multiple(*, depth: int = 3, **options: object) -> int:
+        """Sides must be multiples of ``2**depth`` (each skip connection meets its upsampled map)."""
+        return 2 ** depth
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits [B, C, H, W], bottleneck features [B, feature_dim, H/2**depth, W/2**depth])``."""

@@ -12,6 +12,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .geometry import MAX_POOL_2, smallest_input
+
 BLOCKS: tuple[tuple[int, ...], ...] = (
     (32, 32),
     (64, 64),
@@ -91,6 +93,16 @@ class VGG16Slim(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(feature_dim, num_classes, bias=False)
         self._init_weights()
+
+    @staticmethod
+    def min_image_size(**options: object) -> int:
+        """Smallest square input (32 px): five 2x2 max-pools, whatever the options."""
+        return smallest_input([MAX_POOL_2] * len(BLOCKS))
+
+    @staticmethod
+    def image_size_multiple(**options: object) -> int:
+        """Inputs may have any side at least :meth:`min_image_size` (the pools floor)."""
+        return 1
 
     def _init_weights(self) -> None:
         for module in self.modules():

@@ -1,0 +1,129 @@
+"""The dataset registry: every entry is a :class:`DatasetSpec` that owns its task and options.
+
+A dataset is registered with one decorator on its factory::
+
+    @register_dataset("derm_synthetic")
+    def build(*, seed: int, image_size: int, scale: float = 0.25) -> Federation: ...
+
+The spec takes the factory's keyword options and their defaults from its signature (``seed``
+and ``image_size`` are given to every factory); a factory taking ``**options`` states them
+(:func:`fedml_prr.data.layout.register_layout` does for the layouts on disk).
+:func:`build_federation` rejects an unknown option with a one-line error listing the valid ones
+before calling the factory.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from fedml_prr.data.federation import Federation
+from fedml_prr.registry import Registry, check_options
+
+#: The tasks a dataset (and a model) can be for.
+TASKS = ("classification", "segmentation")
+
+Factory = Callable[..., Federation]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset.
+
+    Attributes
+    ----------
+    name:
+        The registered name.
+    factory:
+        ``factory(*, seed, image_size, **options) -> Federation``.
+    task:
+        ``"classification"`` or ``"segmentation"``: what its labels are.
+    options:
+        Every option the factory accepts, with its default (read-only).
+    """
+
+    name: str
+    factory: Factory
+    task: str
+    options: Mapping[str, Any]
+
+    def build(self, *, seed: int, image_size: int, **options: Any) -> Federation:
+        """The federation; an option not in :attr:`options` raises
+        :class:`~fedml_prr.registry.UnknownOptionError` (a ``ValueError``)."""
+        check_options("dataset", self.name, options, self.options)
+        return self.factory(seed=seed, image_size=image_size, **options)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+"""Every registered dataset, by name (case-insensitive)."""
+
+
+def factory_options(factory: Factory) -> Dict[str, Any]:
+    """The keyword options of ``factory`` besides ``seed`` and ``image_size``, with their defaults.
+
+    Raises
+    ------
+    TypeError
+        ``factory`` takes ``**options`` (its options cannot be read off its signature) or an
+        option without a default.
+    """
+    options = {}
+    for parameter in inspect.signature(factory).parameters.values():
+        if parameter.name in ("seed", "image_size"):
+            continue
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            raise TypeError(f"{factory.__qualname__} takes **{parameter.name}; register it with options=...")
+        if parameter.default is inspect.Parameter.empty:
+            raise TypeError(f"{factory.__qualname__}: option {parameter.name!r} needs a default")
+        options[parameter.name] = parameter.default
+    return options
+
+
+def register_dataset(name: str, *, task: str = "classification",
+                     options: Optional[Mapping[str, Any]] = None) -> Callable[[Factory], Factory]:
+    """Register ``factory`` as dataset ``name`` (decorator; returns the factory unchanged).
+
+    Parameters
+    ----------
+    task:
+        ``"classification"`` or ``"segmentation"``.
+    options:
+        The options and defaults, for a factory taking ``**options``; default: read off the
+        factory's signature.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+    def decorator(factory: Factory) -> Factory:
+        known = dict(options) if options is not None else factory_options(factory)
+        DATASETS.register(name)(DatasetSpec(name, factory, task, MappingProxyType(known)))
+        return factory
+
+    return decorator
+
+
+def build_federation(name: str, *, seed: int, image_size: int, **options: Any) -> Federation:
+    """Build the registered dataset ``name``.
+
+    Raises
+    ------
+    KeyError
+        An unknown dataset (the message lists them all).
+    ValueError
+        An unknown option (:class:`~fedml_prr.registry.UnknownOptionError`, one line naming the
+        dataset, the bad keys and the valid options), or whatever the factory rejects.
+    """
+    return DATASETS.get(name).build(seed=seed, image_size=image_size, **options)
+
+
+def dataset_task(name: str) -> str:
+    """``"segmentation"`` or ``"classification"`` for a registered dataset (unknown names:
+    classification; building them raises the registry's error)."""
+    return DATASETS.get(name).task if name in DATASETS else "classification"
+
+
+def dataset_options(name: str) -> Dict[str, Any]:
+    """The options of dataset ``name`` with their defaults (a new dict); unknown name: ``KeyError``."""
+    return dict(DATASETS.get(name).options)
