@@ -23,14 +23,10 @@ import yaml
 
 from .algorithms import ALGORITHMS
 from .config import ConfigError, RunConfig, flatten_sections, load_config, paper_scale_preset
-from .data import build_federation, dataset_task
+from .data import build_federation, dataset_options, dataset_task
 from .data.federation import Federation
 
 ConfigSource = Union[str, Path, Mapping[str, Any], None]
-
-#: datasets generated in memory: they never read prr_data_root
-EMBEDDED_DATASETS = ("derm_synthetic", "prostate_synthetic")
-
 
 def read_yaml(path: Union[str, Path]) -> Mapping[str, Any]:
     """Parse a FedML YAML file; a clear error for a missing file or a non-mapping document."""
@@ -79,7 +75,7 @@ def make_config(source: ConfigSource = None, *, algorithm: Optional[str] = None,
 def federation_for(config: RunConfig) -> Federation:
     """Build the config's registered dataset."""
     options = dict(config.options.dataset_options)
-    if config.data_root is not None and config.dataset not in EMBEDDED_DATASETS:
+    if config.data_root is not None and "root" in dataset_options(config.dataset):
         options.setdefault("root", config.data_root)
     return build_federation(config.dataset, seed=config.seed, image_size=config.options.image_size, **options)
 

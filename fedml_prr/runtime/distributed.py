@@ -41,7 +41,8 @@ from ..fedml_adapter.heartbeat import HeartbeatMonitor, HeartbeatSender
 from ..fedml_adapter.trainers import AlgorithmClientTrainer, AlgorithmServerAggregator, SiloHooks
 from ..training.coordinator import Coordinator
 from ..training.federated import FederatedClient, round_closed_by, steps_per_round, total_steps
-from ..training.results import ResultsStore, atomic_torch_save, open_results, run_fields, save_checkpoint
+from ..files import atomic_torch_save
+from ..training.results import ResultsStore, open_results, run_fields, save_checkpoint
 from ..training.setup import check_federation, context_factory, resolve_device, update_validator
 from ..training.tasks import task_named
 from .parties import STARTUP_TIMEOUT_S, read_grpc_ipconfig, wait_until_reachable

@@ -30,19 +30,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..config import RunConfig
+from ..files import atomic_torch_save, atomic_write_text
 from .tasks import CLASSIFICATION, Task
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def aggregate_clients(records: Sequence[Mapping[str, Any]], split: str,
@@ -120,7 +109,7 @@ class ResultsStore:
         for name in ("metrics.jsonl", "summary.json", "resume.pt"):
             (self.root / name).unlink(missing_ok=True)
         shutil.rmtree(self.root / "checkpoints", ignore_errors=True)
-        atomic_write_text(json.dumps(config_dict, indent=2, default=str), self.root / "config.resolved.json")
+        atomic_write_text(self.root / "config.resolved.json", json.dumps(config_dict, indent=2, default=str))
 
     def config_changes(self, config_dict: Mapping[str, Any]) -> List[str]:
         """Keys whose value differs between the stored ``config.resolved.json`` and ``config_dict``
@@ -142,7 +131,7 @@ class ResultsStore:
         lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
         kept = [json.loads(line) for line in lines if line.strip()]
         kept = [r for r in kept if r["round"] < completed_rounds]
-        atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), self.metrics_path)
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
         self.rounds = {}
         for record in kept:
             self.rounds.setdefault(record["round"], []).append(record)
@@ -209,7 +198,7 @@ class ResultsStore:
             "retrogress": {"clients": mean_retro,
                            "mean": sum(mean_retro.values()) / len(mean_retro) if mean_retro else float("nan")},
         })
-        atomic_write_text(json.dumps(summary, indent=2), self.root / "summary.json")
+        atomic_write_text(self.root / "summary.json", json.dumps(summary, indent=2))
         return summary
 
 
