@@ -38,6 +38,7 @@ def get_algorithm(name: str) -> AlgorithmSpec:
 
 
 from . import centralized, ditto, fedavg, fedbn, fedlc, fedper, fedprox, fedrep, local, prr  # noqa: E402,F401
+from . import fedala, fedavg_ft, fedrod, scaffold  # noqa: E402,F401
 from . import prr_batched, single_model_batched  # noqa: E402
 
 #: the batched engine's cohorts (``prr_engine: batched``), registered on import
