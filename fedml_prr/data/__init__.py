@@ -20,6 +20,7 @@ from fedml_prr.data.federation import (
     ImageSplit,
     federation_from_datasets,
 )
+from fedml_prr.data.partition import partition_federation, split_partition_options
 
 __all__ = [
     "DATASETS",
@@ -38,8 +39,11 @@ __all__ = [
 
 
 def build_federation(name: str, *, seed: int, image_size: int, **options: object) -> Federation:
-    """Build the registered dataset ``name``; an unknown name raises ``KeyError`` listing them all."""
-    return DATASETS.get(name)(seed=seed, image_size=image_size, **options)
+    """Build the registered dataset ``name``; an unknown name raises ``KeyError`` listing them all.
+    Partition options (``partition: dirichlet``, ...) re-split it (:mod:`fedml_prr.data.partition`)."""
+    partition, options = split_partition_options(options)
+    federation = DATASETS.get(name)(seed=seed, image_size=image_size, **options)
+    return federation if partition is None else partition_federation(federation, run_seed=seed, **partition)
 
 
 def dataset_task(name: str) -> str:
