@@ -389,3 +389,36 @@ def test_validator_accepts_genuine_uploads_and_rejects_corrupt_ones(tmp_path, na
             aggregator.aggregate(bad)
     aggregator.aggregate(uploads)
     assert aggregator.step == 2
+
+
+@pytest.mark.parametrize("name", ["FedRoD", "FedALA", "SCAFFOLD", "FedAvg-FT"])
+def test_resume_after_round_0_ends_with_the_same_metrics(tmp_path, monkeypatch, name):
+    import json
+    from fedml_prr.api import run
+    from fedml_prr.runtime import sp
+
+    def config(folder):
+        doc = copy.deepcopy(TINY)
+        doc["train_args"].update(epochs=1, comm_round=3)
+        doc["prr_args"]["prr_results_dir"] = str(folder)
+        return make_config(doc, algorithm=name)
+
+    fed = tiny_federation()
+    run(config(tmp_path / "full"), federation=fed)
+
+    class Interrupt(Exception):
+        pass
+
+    save = sp.ResultsStore.save_resume
+
+    def save_then_stop(self, state):  # the algorithm's state after round 0 goes to disk, then the run dies
+        save(self, state)
+        raise Interrupt()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sp.ResultsStore, "save_resume", save_then_stop)
+        with pytest.raises(Interrupt):
+            run(config(tmp_path / "cut"), federation=fed)
+    run(config(tmp_path / "cut"), federation=fed, resume=True)
+    lines = {k: [json.loads(x) for x in (tmp_path / k / "metrics.jsonl").read_text().splitlines()] for k in ("full", "cut")}
+    assert len(lines["full"]) == 9 and lines["full"] == lines["cut"]
