@@ -422,3 +422,23 @@ def test_resume_after_round_0_ends_with_the_same_metrics(tmp_path, monkeypatch, 
     run(config(tmp_path / "cut"), federation=fed, resume=True)
     lines = {k: [json.loads(x) for x in (tmp_path / k / "metrics.jsonl").read_text().splitlines()] for k in ("full", "cut")}
     assert len(lines["full"]) == 9 and lines["full"] == lines["cut"]
+
+
+def wire_types(value, where="message"):
+    """Every leaf a tensor, number, string or bool; every mapping keyed by strings (or silo ints)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            assert isinstance(key, (str, int)), (where, key)
+            wire_types(item, f"{where}[{key!r}]")
+    else:
+        assert isinstance(value, (torch.Tensor, bool, int, float, str)), (where, type(value).__name__)
+
+
+@pytest.mark.parametrize("name", ["FedRoD", "FedALA", "SCAFFOLD", "FedAvg-FT"])
+def test_messages_and_uploads_hold_only_wire_types(tmp_path, name):
+    trainer, aggregator = participants(tmp_path, name, prr_ala_max_start_epochs=2)
+    for _ in range(3):
+        wire_types(aggregator.get_model_params())
+        for _, upload in drive_one_step(trainer, aggregator, SILOS):
+            wire_types(upload, "upload")
+    wire_types(aggregator.get_model_params())
