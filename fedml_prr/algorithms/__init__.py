@@ -7,6 +7,7 @@ imports ``fedml``; :mod:`fedml_prr.fedml_adapter` carries these classes over Fed
 from __future__ import annotations
 
 from . import centralized, ditto, fedavg, fedbn, fedlc, fedper, fedprox, fedrep, local, prr  # noqa: F401 (registers)
+from . import fedala, fedavg_ft, fedrod, scaffold  # noqa: F401 (registers)
 from . import prr_batched, single_model_batched  # noqa: F401 (registers the batched engine's cohorts)
 from .registry import ALGORITHMS, AlgorithmSpec, get_algorithm, register_algorithm
 

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from fedml_prr.data.federation import Federation
+from fedml_prr.data.partition import PARTITION_DEFAULTS, partition_federation, split_partition_options
 from fedml_prr.registry import Registry, check_options
 
 #: The tasks a dataset (and a model) can be for.
@@ -105,7 +106,8 @@ def register_dataset(name: str, *, task: str = "classification",
 
 
 def build_federation(name: str, *, seed: int, image_size: int, **options: Any) -> Federation:
-    """Build the registered dataset ``name``.
+    """Build the registered dataset ``name``; label-partition options (``partition: dirichlet``, ...,
+    :mod:`fedml_prr.data.partition`) re-split a classification dataset after it is built.
 
     Raises
     ------
@@ -115,7 +117,13 @@ def build_federation(name: str, *, seed: int, image_size: int, **options: Any) -
         An unknown option (:class:`~fedml_prr.registry.UnknownOptionError`, one line naming the
         dataset, the bad keys and the valid options), or whatever the factory rejects.
     """
-    return DATASETS.get(name).build(seed=seed, image_size=image_size, **options)
+    spec = DATASETS.get(name)
+    partition, options = split_partition_options(options)
+    if partition is not None and spec.task != "classification":
+        raise ValueError(f"a label partition needs a classification dataset; {name!r} is {spec.task} "
+                         "(remove partition from prr_dataset_options)")
+    federation = spec.build(seed=seed, image_size=image_size, **options)
+    return federation if partition is None else partition_federation(federation, run_seed=seed, **partition)
 
 
 def dataset_task(name: str) -> str:
@@ -125,5 +133,8 @@ def dataset_task(name: str) -> str:
 
 
 def dataset_options(name: str) -> Dict[str, Any]:
-    """The options of dataset ``name`` with their defaults (a new dict); unknown name: ``KeyError``."""
-    return dict(DATASETS.get(name).options)
+    """Every option :func:`build_federation` takes for dataset ``name``, with its default (a new
+    dict): the dataset's own and, for a classification dataset, the label partition's.  Unknown
+    name: ``KeyError``."""
+    spec = DATASETS.get(name)
+    return {**spec.options, **(PARTITION_DEFAULTS if spec.task == "classification" else {})}

@@ -1,0 +1,160 @@
+"""Label-skew federations: a seeded Dirichlet label partition of any classification federation.
+
+The scheme of Yurochkin et al. (ICML 2019) and Wang et al. (FedMA, ICLR 2020), used by the FedALA
+and FedRoD papers: for every class ``c`` the share of its images that each of the ``K`` new
+clients receives is drawn from ``Dir(alpha * 1_K)``; the smaller ``alpha``, the more each client's
+label distribution is concentrated on few classes.  Here the images of each split (train, valid,
+test) are pooled over the original clients and the *same* per-class client shares are applied to
+every split, so each new client's test distribution follows its training one.
+
+Counts are exact: the ``n`` images of class ``c`` in a split go to the clients in numbers
+``floor(n * p_k)`` plus one for the clients with the largest remainders (largest-remainder
+apportionment), so every image lands in exactly one client.  Which images a client receives is a
+seeded permutation within each class.  A draw that leaves a client with fewer than
+``min_train_images`` training images, or with no validation or test image, is redrawn (at most
+``max_draws`` times, then a ``ValueError`` says to raise ``alpha`` or lower ``clients``).
+
+Pooling mixes the original clients: in ``derm_synthetic`` each new client gets images taken with
+several original clients' imaging devices, so the partition trades the feature shift of the
+original federation for label skew.  Segmentation federations (per-pixel labels) are refused.
+
+Options in a config (``prr_dataset_options``, see :func:`split_partition_options`)::
+
+    {scale: 0.25, partition: dirichlet, alpha: 0.3, clients: 4, partition_seed: 0}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+
+from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
+
+logger = logging.getLogger(__name__)
+
+#: keys of ``prr_dataset_options`` that belong to the partition, not to the dataset factory
+PARTITION_KEYS = ("partition", "alpha", "clients", "partition_seed", "min_train_images")
+PARTITIONS = ("dirichlet",)
+#: their defaults: no partition unless ``partition`` is given
+PARTITION_DEFAULTS: Dict[str, Any] = {"partition": None, "alpha": None, "clients": None, "partition_seed": None,
+                                      "min_train_images": 16}
+
+
+def largest_remainder(total: int, shares: np.ndarray) -> np.ndarray:
+    """Integers ``>= 0`` summing to ``total``, proportional to ``shares`` (which sum to 1)."""
+    exact = total * np.asarray(shares, dtype=np.float64)
+    counts = np.floor(exact).astype(np.int64)
+    missing = total - int(counts.sum())
+    if missing > 0:
+        order = np.argsort(-(exact - counts), kind="stable")  # largest fractional part first, ties by index
+        counts[order[:missing]] += 1
+    return counts
+
+
+def dirichlet_partition(federation: Federation, *, alpha: float, clients: Optional[int] = None, seed: int,
+                        min_train_images: int = 16, max_draws: int = 100) -> Federation:
+    """Re-split ``federation`` into ``clients`` clients with Dirichlet(``alpha``) label skew.
+
+    Parameters
+    ----------
+    federation:
+        A classification federation; not modified.
+    alpha:
+        Concentration of the per-class client shares (> 0); small = strong label skew.
+    clients:
+        Number of new clients ``K`` (None: as many as ``federation`` has).
+    seed:
+        Seed of the shares and of the image assignment: the same seed (and numpy version) gives
+        the same partition.
+    min_train_images:
+        Fewest training images a client may get; every client also gets at least one
+        validation and one test image when the pooled split has images.
+    max_draws:
+        Draws of the shares before giving up.
+
+    Returns
+    -------
+    Federation
+        Clients ``P0 .. P{K-1}``; every image of every split belongs to exactly one of them, and
+        client ``k`` holds ``n_{c,s} * p_{c,k}`` (rounded as above) images of class ``c`` in split
+        ``s``.  Its :meth:`~Federation.describe` is the partition's class table.
+
+    Raises
+    ------
+    ValueError
+        A segmentation federation, ``alpha <= 0``, ``clients < 1``, or no acceptable draw.
+    """
+    if federation.task != "classification":
+        raise ValueError(f"the Dirichlet label partition needs a classification dataset; {federation.name!r} is "
+                         f"{federation.task} (per-pixel labels)")
+    clients = len(federation.clients) if clients is None else clients
+    if not alpha > 0 or clients < 1 or min_train_images < 1:
+        raise ValueError(f"the Dirichlet partition needs alpha > 0, clients >= 1 and min_train_images >= 1; got "
+                         f"alpha={alpha}, clients={clients}, min_train_images={min_train_images}")
+    num_classes = federation.num_classes
+    pooled = {s: ImageSplit(torch.cat([c.split(s).images for c in federation.clients]),
+                            torch.cat([c.split(s).labels for c in federation.clients])) for s in SPLITS}
+    class_totals = {s: pooled[s].class_counts(num_classes).numpy() for s in SPLITS}
+    rng = np.random.default_rng(seed)
+    for draw in range(1, max_draws + 1):
+        shares = rng.dirichlet(np.full(clients, float(alpha)), size=num_classes)  # [C, K], rows sum to 1
+        counts = {s: np.stack([largest_remainder(int(class_totals[s][c]), shares[c]) for c in range(num_classes)])
+                  for s in SPLITS}  # [C, K]
+        sizes = {s: counts[s].sum(0) for s in SPLITS}
+        if (sizes["train"] >= min_train_images).all() and all(
+                (sizes[s] >= 1).all() or len(pooled[s]) == 0 for s in ("valid", "test")):
+            break
+    else:
+        raise ValueError(f"the Dirichlet partition (alpha={alpha}, {clients} clients) left a client with fewer than "
+                         f"{min_train_images} training images or no validation/test image in {max_draws} draws; "
+                         "raise alpha or lower clients")
+    members: Dict[str, list] = {s: [[] for _ in range(clients)] for s in SPLITS}
+    for s in SPLITS:
+        labels = pooled[s].labels.numpy()
+        for c in range(num_classes):
+            chosen = rng.permutation(np.flatnonzero(labels == c))
+            bounds = np.concatenate([[0], np.cumsum(counts[s][c])])
+            for k in range(clients):
+                members[s][k].append(chosen[bounds[k]:bounds[k + 1]])
+    new_clients = []
+    for k in range(clients):
+        parts = {}
+        for s in SPLITS:
+            index = torch.from_numpy(np.sort(np.concatenate(members[s][k]))).long()
+            parts[s] = ImageSplit(pooled[s].images[index], pooled[s].labels[index])
+        new_clients.append(ClientData(f"P{k}", **parts))
+    logger.info("Dirichlet partition of %s: alpha %g, %d clients, seed %d (draw %d)", federation.name, alpha,
+                clients, seed, draw)
+    return Federation(f"{federation.name} dirichlet(alpha={alpha:g}, seed={seed})", federation.class_names,
+                      tuple(new_clients))
+
+
+def split_partition_options(options: Mapping[str, Any]) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
+    """``(partition options or None, dataset factory options)`` of ``prr_dataset_options``.
+
+    Raises ``ValueError`` when partition keys come without ``partition`` or name an unknown one.
+    """
+    partition = {k: options[k] for k in PARTITION_KEYS if k in options}
+    rest = {k: v for k, v in options.items() if k not in PARTITION_KEYS}
+    if not partition:
+        return None, rest
+    if "partition" not in partition:
+        raise ValueError(f"dataset options {sorted(partition)} belong to a label partition; add partition: dirichlet")
+    if partition["partition"] not in PARTITIONS:
+        raise ValueError(f"unknown partition {partition['partition']!r}; known partitions: {', '.join(PARTITIONS)}")
+    return partition, rest
+
+
+def partition_federation(federation: Federation, *, run_seed: int, partition: str, alpha: Any = None,
+                         clients: Optional[int] = None, partition_seed: Optional[int] = None,
+                         min_train_images: int = 16) -> Federation:
+    """Apply the partition named by ``partition`` with config options (``partition_seed``
+    defaults to the run's seed)."""
+    if alpha is None:
+        raise ValueError("partition: dirichlet needs alpha (e.g. alpha: 0.3)")
+    return dirichlet_partition(federation, alpha=float(alpha), clients=clients,
+                               seed=run_seed if partition_seed is None else int(partition_seed),
+                               min_train_images=int(min_train_images))
