@@ -84,14 +84,15 @@ def test_every_key_is_documented():
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 @pytest.mark.parametrize("paper_scale", [False, True], ids=["as-is", "paper-scale"])
 def test_every_shipped_config_loads_with_and_without_paper_scale(path, paper_scale):
-    from fedml_prr.data import dataset_options, dataset_task
+    from fedml_prr.data import dataset_task
+    from fedml_prr.data.datasets import accepted_options
     from fedml_prr.models import build_model, check_image_size, model_options
 
     cfg = make_config(path, paper_scale=paper_scale)
     yaml_options = make_config(path).options
     # the model and the dataset accept every option the config gives them
     assert set(cfg.options.model_options) <= set(model_options(cfg.model)), cfg.options.model_options
-    assert set(cfg.options.dataset_options) <= set(dataset_options(cfg.dataset)), cfg.options.dataset_options
+    assert set(cfg.options.dataset_options) <= set(accepted_options(cfg.dataset)), cfg.options.dataset_options
     build_model(cfg.model, num_classes=3, **cfg.options.model_options)
     check_image_size(cfg.model, cfg.options.image_size, **cfg.options.model_options)
     # paper scale merges into the config's options: nothing the YAML set is lost

@@ -133,8 +133,13 @@ def dataset_task(name: str) -> str:
 
 
 def dataset_options(name: str) -> Dict[str, Any]:
-    """Every option :func:`build_federation` takes for dataset ``name``, with its default (a new
-    dict): the dataset's own and, for a classification dataset, the label partition's.  Unknown
-    name: ``KeyError``."""
+    """The options of dataset ``name`` with their defaults (a new dict); unknown name: ``KeyError``.
+    :func:`build_federation` also takes the label partition's (:func:`accepted_options`)."""
+    return dict(DATASETS.get(name).options)
+
+
+def accepted_options(name: str) -> Dict[str, Any]:
+    """Every option :func:`build_federation` takes for dataset ``name``, with its default: the
+    dataset's own and, for a classification dataset, the label partition's (``partition``, ...)."""
     spec = DATASETS.get(name)
     return {**spec.options, **(PARTITION_DEFAULTS if spec.task == "classification" else {})}
