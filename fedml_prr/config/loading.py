@@ -1,22 +1,21 @@
-"""The one typed, validated configuration object of a run.
+"""Reading a FedML YAML document into the one :class:`~fedml_prr.config.schema.RunConfig`.
 
 A run is described by a FedML YAML (``common_args``, ``data_args``, ``train_args``, ...) plus a
 ``prr_args`` section holding this plugin's keys, every one prefixed ``prr_``.  :func:`load_config`
 reads such a mapping once, checks every key it knows (type and range), refuses unknown ``prr_``
-keys with the list of valid ones, and returns a frozen :class:`RunConfig`.  Nothing below the
-edge reads FedML's ``args``.  Algorithm-specific hyper-parameters are dataclasses registered
-with each algorithm (see :mod:`fedml_prr.algorithms`); their fields are ``prr_<field>`` keys.
+keys with the list of valid ones, and returns a frozen :class:`RunConfig`.  Algorithm-specific
+hyper-parameters are dataclasses registered with each algorithm (see :mod:`fedml_prr.algorithms`);
+their fields are ``prr_<field>`` keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
-#: option mappings that ``presets`` merge into instead of replacing
-MERGED_OPTION_KEYS = ("prr_model_options", "prr_dataset_options")
+from .presets import MERGED_OPTION_KEYS
+from .schema import ConfigError, EngineOptions, RunConfig, RunOptions, TrainSchedule, check
 
 #: FedML keys this plugin reads, with their type (all others are passed to FedML untouched).
 FEDML_KEYS: Dict[str, type] = {
@@ -38,181 +37,6 @@ FEDML_KEYS: Dict[str, type] = {
     "using_gpu": bool,
     "backend": str,
 }
-
-
-#: ``--paper-scale``: the paper's setup of each task (PRR_METHOD.md sections 4 and 5) on top of
-#: any config: plain keys replace the config's; ``model_options`` / ``dataset_options`` are merged
-#: into the config's options, and only for the models / datasets named here (the others take none).
-PAPER_SCALE: Dict[str, Dict[str, Any]] = {
-    "classification": {
-        "keys": {"prr_image_size": 128, "comm_round": 50, "epochs": 5, "batch_size": 16, "learning_rate": 0.01,
-                 "prr_lr_decay_every": 5, "prr_cpa_init_rounds": 15, "prr_fedrep_head_epochs": 10},
-        "model_options": {"vgg16_slim": {"width": 1.0}},
-        "dataset_options": {"derm_synthetic": {"scale": 1.0}},
-    },
-    "segmentation": {
-        "keys": {"prr_image_size": 256, "comm_round": 20, "epochs": 5, "batch_size": 8, "learning_rate": 1e-3,
-                 "prr_lr_decay_every": 5},
-        "model_options": {},
-        "dataset_options": {},
-    },
-}
-
-
-def paper_scale_preset(task: str, *, dataset: str, model: str) -> Dict[str, Any]:
-    """The ``--paper-scale`` keys of ``task`` for this dataset and model (see :data:`PAPER_SCALE`)."""
-    preset = PAPER_SCALE[task]
-    keys = dict(preset["keys"])
-    for key, by_name, name in (("prr_model_options", preset["model_options"], model),
-                               ("prr_dataset_options", preset["dataset_options"], dataset)):
-        options = by_name.get(str(name).lower())
-        if options:
-            keys[key] = dict(options)
-    return keys
-
-
-class ConfigError(ValueError):
-    """A configuration key is unknown, ill-typed or out of range."""
-
-
-@dataclass(frozen=True)
-class TrainSchedule:
-    """Optimisation schedule shared by every algorithm (FedML ``train_args``).
-
-    ``rounds`` communication rounds of ``epochs`` local epochs each (the paper: 50 x 5).  SGD
-    with ``learning_rate`` multiplied by ``lr_decay_factor`` every ``lr_decay_every`` rounds;
-    optimizers are re-created at every round start (reference behaviour).
-    """
-
-    rounds: int = 50
-    epochs: int = 5
-    batch_size: int = 16
-    learning_rate: float = 1e-2
-    weight_decay: float = 1e-6
-    momentum: float = 0.0
-    lr_decay_every: int = 5
-    lr_decay_factor: float = 0.5
-
-    def learning_rate_at(self, round_idx: int) -> float:
-        return self.learning_rate * self.lr_decay_factor ** (round_idx // self.lr_decay_every)
-
-
-ENGINES = ("loop", "batched")
-CONV_MODES = ("auto", "grouped", "per_slot")
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """How local training computes (``prr_engine``, ``prr_bf16``, ``prr_channels_last``, ``prr_conv_mode``).
-
-    Attributes
-    ----------
-    engine:
-        ``loop``: each client trains on its own, one after the other; ``batched``: the
-        single-process runtime trains all clients' models as one computation
-        (:mod:`fedml_prr.training.batched`; same results up to float summation order).
-    bf16:
-        Batched engine only: bfloat16 autocast of forward and backward (weights, optimizer,
-        losses and BatchNorm buffers stay float32).
-    channels_last:
-        Batched engine only: channels-last activations.
-    conv_mode:
-        Batched engine only: ``grouped`` (one grouped convolution for all models), ``per_slot``
-        (one convolution per model) or ``auto`` (grouped on CUDA, per-slot on CPU, where oneDNN's
-        grouped convolutions are slower than separate ones).
-    """
-
-    engine: str = "loop"
-    bf16: bool = False
-    channels_last: bool = True
-    conv_mode: str = "auto"
-
-    def __post_init__(self) -> None:
-        _check(self.engine in ENGINES, f"prr_engine must be one of {ENGINES}, got {self.engine!r}")
-        _check(self.conv_mode in CONV_MODES, f"prr_conv_mode must be one of {CONV_MODES}, got {self.conv_mode!r}")
-        _check(self.engine == "batched" or not self.bf16, "prr_bf16 needs prr_engine: batched")
-
-    def grouped(self, device_type: str) -> bool:
-        """Whether the batched engine runs one grouped convolution per layer on ``device_type``."""
-        return self.conv_mode == "grouped" or (self.conv_mode == "auto" and device_type == "cuda")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """This plugin's run-level keys (``prr_args``, each spelled ``prr_<name>``).
-
-    Attributes
-    ----------
-    image_size:
-        Side of the square images fed to the model (the paper: 128).
-    dataset_options:
-        Extra keyword arguments of the dataset factory (e.g. ``{"scale": 0.25}``).
-    model_options:
-        Extra keyword arguments of the model factory (e.g. ``{"width": 0.5}``).
-    results_dir:
-        Folder of the run's outputs (config, metrics, summary, checkpoints).
-    device:
-        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:i]"``.
-    eval_batch_size:
-        Batch size of evaluation passes (no autograd).
-    selection_fraction:
-        Model selection takes the best mean validation macro-F1 among rounds
-        ``>= selection_fraction * rounds`` (the paper: 0.8).
-    threads:
-        torch intra-op threads on CPU; 0 leaves torch's default.
-    augment:
-        Apply the reference training augmentation (spec section 4); ``false`` trains on the
-        plain images (e.g. to compare with FedML's own trainers, which do not augment).
-
-    The engine keys (``prr_engine``, ...) are :class:`EngineOptions`.
-    """
-
-    image_size: int = 128
-    dataset_options: Dict[str, Any] = field(default_factory=dict)
-    model_options: Dict[str, Any] = field(default_factory=dict)
-    results_dir: str = "results/run"
-    device: str = "auto"
-    eval_batch_size: int = 256
-    selection_fraction: float = 0.8
-    threads: int = 0
-    augment: bool = True
-
-    def __post_init__(self) -> None:
-        _check(self.image_size >= 8, "prr_image_size must be at least 8")
-        _check(0.0 <= self.selection_fraction <= 1.0, "prr_selection_fraction must be in [0, 1]")
-        _check(self.eval_batch_size > 0, "prr_eval_batch_size must be positive")
-        _check(self.threads >= 0, "prr_threads must be >= 0")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-               f"prr_device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything a run needs, validated."""
-
-    algorithm: str
-    dataset: str
-    model: str
-    seed: int
-    schedule: TrainSchedule
-    options: RunOptions
-    engine_options: EngineOptions
-    algorithm_params: Any  # the selected algorithm's params dataclass
-    data_root: Optional[str] = None
-    num_clients: Optional[int] = None  # client_num_in_total, checked against the data
-    backend: str = "sp"
-    fedml: Dict[str, Any] = field(default_factory=dict)  # every FedML key, for fedml.init
-
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON-friendly view (what ``config.resolved.json`` stores)."""
-        out = dataclasses.asdict(self)
-        out["algorithm_params"] = dataclasses.asdict(self.algorithm_params)
-        return out
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
 
 
 T = TypeVar("T")
@@ -367,22 +191,22 @@ def load_config(
         if "prr_" + key in prr_keys:
             schedule_values[key] = _coerce("prr_" + key, prr_keys["prr_" + key], typing.get_type_hints(TrainSchedule)[key])
     schedule = TrainSchedule(**schedule_values)
-    _check(schedule.rounds >= 1, "comm_round must be >= 1")
-    _check(schedule.epochs >= 1, "epochs must be >= 1")
-    _check(schedule.batch_size >= 1, "batch_size must be >= 1")
-    _check(schedule.learning_rate > 0, "learning_rate must be positive")
-    _check(schedule.lr_decay_every >= 1, "prr_lr_decay_every must be >= 1")
+    check(schedule.rounds >= 1, "comm_round must be >= 1")
+    check(schedule.epochs >= 1, "epochs must be >= 1")
+    check(schedule.batch_size >= 1, "batch_size must be >= 1")
+    check(schedule.learning_rate > 0, "learning_rate must be positive")
+    check(schedule.lr_decay_every >= 1, "prr_lr_decay_every must be >= 1")
     optimizer = str(fedml_keys.get("client_optimizer", "sgd")).lower()
-    _check(optimizer == "sgd", f"client_optimizer {optimizer!r} is not supported; use sgd (the paper's optimizer)")
+    check(optimizer == "sgd", f"client_optimizer {optimizer!r} is not supported; use sgd (the paper's optimizer)")
     total, per_round = fedml_keys.get("client_num_in_total"), fedml_keys.get("client_num_per_round")
-    _check(per_round is None or total is None or per_round == total,
+    check(per_round is None or total is None or per_round == total,
            f"client_num_per_round ({per_round}) must equal client_num_in_total ({total}): "
            "every client takes part in every round")
 
     options = build_dataclass(RunOptions, prr_keys)
     engine_options = build_dataclass(EngineOptions, prr_keys)
     backend = str(fedml_keys.get("backend", "sp"))
-    _check(engine_options.engine == "loop" or backend == "sp",
+    check(engine_options.engine == "loop" or backend == "sp",
            f"prr_engine: batched trains every client in one process and needs backend: sp, got {backend!r}")
     params_cls = algorithm_params[algorithm]
     for f in dataclasses.fields(params_cls):  # a FedML key of the same name (fedprox_mu) is accepted too
