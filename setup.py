@@ -21,6 +21,9 @@ setup(
         "pillow>=9",
         "nibabel==5.4.2",  # NIfTI volumes of the prostate MRI datasets
         "scikit-learn>=1.3",  # core/metrics.py (zero_division=0.0 needs 1.3)
+        "safetensors>=0.4",  # tensors on the wire and in resume files, no pickle
+        "cryptography>=42",  # the federation CA and party certificates (fedml-prr provision)
+        "tensorboard>=2.14",  # optional per-client curves (tracking_args)
         "setuptools<81",  # fedml imports pkg_resources
     ],
     extras_require={
