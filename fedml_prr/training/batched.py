@@ -264,7 +264,7 @@ def attach_cohort(clients: Sequence[FederatedClient], options: EngineOptions) ->
     names = sorted({type(c).__name__ for c in clients})
     raise ValueError(f"prr_engine: batched does not support {', '.join(names)}; it runs PRR (and its ablations) "
                      "and one-model baselines without a custom train_round or regularizer (FedAvg, FedBN, FedPer, "
-                     "FedLC, Local) with model vgg16_slim; use prr_engine: loop")
+                     "FedLC, Local, FedALA, FedAvg-FT) with model vgg16_slim; use prr_engine: loop")
 
 
 __all__ = ["COHORTS", "Cohort", "attach_cohort", "autocast", "group_by_size", "masked_sgd_step_", "register_cohort"]
