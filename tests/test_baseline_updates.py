@@ -228,32 +228,53 @@ def test_scaffold_step_and_option_ii_match_the_hand_computation():
         torch.testing.assert_close(client.control_delta[k], client.control[k] - c_i[k])
 
 
+def _scaffold_server(num_clients, **params):
+    schedule = TrainSchedule(rounds=3, epochs=1)
+    spec = get_algorithm("SCAFFOLD")
+    server = spec.server(num_clients, schedule, spec.params(**params), 0)
+    server.initial_state = {"w": torch.tensor([1.0, 1.0]), "m": torch.tensor([0.5]), "n": torch.tensor(0)}
+    return server
+
+
+def _scaffold_upload(silo, step, n, delta, control_delta, m, count):
+    return {"silo": silo, "step": step, "num_samples": n, "delta": {"w": torch.tensor(delta)},
+            "control_delta": {"w": torch.tensor(control_delta)},
+            "buffers": {"m": torch.tensor([m]), "n": torch.tensor(count)}}
+
+
 def test_scaffold_server_applies_weighted_differences():
-    schedule = TrainSchedule(rounds=2, epochs=1)
-    uploads = {
-        0: {"silo": 0, "step": 1, "num_samples": 1, "delta": {"w": torch.tensor([4.0, 0.0])},
-            "control_delta": {"w": torch.tensor([1.0, 2.0])},
-            "buffers": {"m": torch.tensor([0.0]), "n": torch.tensor(3)}},
-        1: {"silo": 1, "step": 1, "num_samples": 3, "delta": {"w": torch.tensor([0.0, 8.0])},
-            "control_delta": {"w": torch.tensor([-1.0, 6.0])},
-            "buffers": {"m": torch.tensor([4.0]), "n": torch.tensor(5)}},
-    }
-    server = get_algorithm("SCAFFOLD").server(2, schedule, get_algorithm("SCAFFOLD").params(scaffold_global_lr=0.5), 0)
-    server.global_class_counts = torch.tensor([1, 1])
+    server = _scaffold_server(2, scaffold_global_lr=0.5)
     assert isinstance(server, ScaffoldServer)
+    server.aggregate(0, {0: {"silo": 0, "step": 0, "num_samples": 1, "class_counts": torch.tensor([1, 0])},
+                         1: {"silo": 1, "step": 0, "num_samples": 3, "class_counts": torch.tensor([0, 3])}})
     assert server.messages(1)[0].keys() == {"silo", "step", "final", "global_class_counts"}  # nothing before round 0
+    uploads = {0: _scaffold_upload(0, 1, 1, [4.0, 0.0], [1.0, 2.0], 0.0, 3),
+               1: _scaffold_upload(1, 1, 3, [0.0, 8.0], [-1.0, 6.0], 4.0, 5)}
     server.aggregate(1, uploads)
     message = server.messages(2)[1]
-    torch.testing.assert_close(message["global_delta"]["w"], 0.5 * torch.tensor([1.0, 6.0]))  # 0.5 (1/4 d0 + 3/4 d1)
-    torch.testing.assert_close(message["control"]["w"], torch.tensor([-0.5, 5.0]))
-    torch.testing.assert_close(message["buffers"]["m"], torch.tensor([3.0]))
-    assert int(message["buffers"]["n"]) == 5
-    uploads = {s: dict(u, step=2) for s, u in uploads.items()}
-    server.aggregate(2, uploads)
+    # x = x0 + 0.5 (1/4 d0 + 3/4 d1) = [1, 1] + 0.5 [1, 6]; buffers averaged with the same weights (counts: max)
+    torch.testing.assert_close(message["global"]["w"], torch.tensor([1.5, 4.0]))
+    torch.testing.assert_close(message["global"]["m"], torch.tensor([3.0]))
+    assert int(message["global"]["n"]) == 5
+    torch.testing.assert_close(message["control"]["w"], torch.tensor([-0.5, 5.0]))  # 1/4 dc0 + 3/4 dc1
+    server.aggregate(2, {s: dict(u, step=2) for s, u in uploads.items()})
+    torch.testing.assert_close(server.messages(3)[0]["global"]["w"], torch.tensor([2.0, 7.0]))
     torch.testing.assert_close(server.messages(3)[0]["control"]["w"], torch.tensor([-1.0, 10.0]))  # c accumulates
-    uniform = ScaffoldServer(2, schedule, get_algorithm("SCAFFOLD").params(scaffold_sample_weighted=False), 0)
-    uniform.aggregate(1, {s: dict(u, step=1) for s, u in uploads.items()})
-    torch.testing.assert_close(uniform.global_delta["w"], torch.tensor([2.0, 4.0]))
+    uniform = _scaffold_server(2, scaffold_sample_weighted=False)
+    uniform.aggregate(1, uploads)
+    torch.testing.assert_close(uniform.global_state["w"], torch.tensor([3.0, 5.0]))  # [1, 1] + (d0 + d1) / 2
+
+
+def test_scaffold_server_with_a_silo_absent_moves_c_by_the_present_share():
+    server = _scaffold_server(3)
+    server.aggregate(0, {s: {"silo": s, "step": 0, "num_samples": n, "class_counts": torch.tensor([n, 0])}
+                         for s, n in ((0, 1), (1, 3), (2, 4))})
+    server.aggregate(1, {0: _scaffold_upload(0, 1, 1, [4.0, 0.0], [1.0, 2.0], 0.0, 3),
+                         1: _scaffold_upload(1, 1, 3, [0.0, 8.0], [-1.0, 6.0], 4.0, 5)})  # silo 2 missed the round
+    torch.testing.assert_close(server.global_state["w"], torch.tensor([2.0, 7.0]))  # x0 + (1/4 d0 + 3/4 d1)
+    # c: (n0 dc0 + n1 dc1) / (n0 + n1 + n2) = (1/8) [1, 2] + (3/8) [-1, 6]
+    torch.testing.assert_close(server.control["w"], torch.tensor([-0.25, 2.5]))
+    assert set(server.messages(2)) == {0, 1, 2}  # the absent silo gets x and c like the others at its return
 
 
 def test_scaffold_first_round_is_fedavg_then_the_control_variates_act(tmp_path):
@@ -291,7 +312,7 @@ def test_scaffold_client_control_is_never_overwritten_by_the_server(tmp_path):
     drive_one_step(parties)
     before = {s: {k: v.clone() for k, v in parties.clients[s].control.items()} for s in SILOS}
     messages = parties.coordinator.messages()
-    assert set(messages[0]) == {"silo", "step", "final", "global_delta", "buffers", "control"}
+    assert set(messages[0]) == {"silo", "step", "final", "global", "control"}
     parties.deliver()
     for s in SILOS:
         assert all(torch.equal(parties.clients[s].control[k], before[s][k]) for k in before[s])

@@ -40,7 +40,8 @@ class CentralizedServer(AveragingServer):
     UNIFORM_UPLOADS = False
 
     def aggregate_step(self, info: StepInfo, uploads: Mapping[int, Message]) -> None:
-        self.global_state = uploads[0]["state"]
+        if 0 in uploads:  # the pooled trainer took part; otherwise the model stays as it was
+            self.global_state = uploads[0]["state"]
 
 
 SPEC = register_algorithm("Centralized", client=CentralizedClient, server=CentralizedServer,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from ..training.codec import number
 from ..training.federated import FederatedServer, Message, StepInfo
 from .registry import register_algorithm
 from .single_model import SingleModelClient
@@ -17,6 +18,7 @@ class LocalParams:
 
 class LocalClient(SingleModelClient):
     REPORTED_MODEL_REPLACED_ON_RECEIVE = False
+    UPLOAD_FIELDS = {"loss": number}
 
     def local_keys(self):
         return set(self.model.state_dict())  # everything stays on the client

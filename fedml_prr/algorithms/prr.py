@@ -24,6 +24,7 @@ from ..core.averaging import average_keeping_local
 from ..core.fourier import TensorRole, infer_tensor_roles, pfa_ratio, progressive_fourier_aggregate
 from ..core.metrics import macro_f1
 from ..core.prototypes import PrototypeAccumulator, global_prototype, reset_prototypes
+from ..training.codec import integer, optional, state, tensor
 from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo, cpu_state
 from ..training.loops import training_batches
 from ..training.tasks import ScoreTracker
@@ -117,6 +118,7 @@ class PRRClient(FederatedClient):
 
     STEPS_PER_ROUND = -1  # one step per local epoch
     REPORTED_MODEL_REPLACED_ON_RECEIVE = False  # P_k is never overwritten by the server
+    UPLOAD_FIELDS = {"prototypes": tensor, "prototype_counts": tensor, "stage": integer, "deputy": state}
 
     def __init__(self, ctx: ClientContext, params: PRRParams) -> None:
         super().__init__(ctx, params)
@@ -308,6 +310,7 @@ class PRRServer(FederatedServer):
     """Global prototypes after every epoch; PFA of the deputies after every round."""
 
     STEPS_PER_ROUND = -1
+    MESSAGE_FIELDS = {"global_prototypes": optional(tensor), "deputy": state}
 
     def __init__(self, num_clients, schedule, params: PRRParams, seed) -> None:
         super().__init__(num_clients, schedule, params, seed)

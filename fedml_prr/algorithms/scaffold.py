@@ -1,5 +1,5 @@
 """SCAFFOLD (S. P. Karimireddy, S. Kale, M. Mohri, S. Reddi, S. Stich, A. T. Suresh, "SCAFFOLD:
-Stochastic Controlled Averaging for Federated Learning", ICML 2020), option II, full participation.
+Stochastic Controlled Averaging for Federated Learning", ICML 2020), option II.
 
 State: the server's model ``x`` and control variate ``c``; each client's control variate ``c_i``
 (all zero at the start).  In round ``t`` client ``i`` starts from ``x`` and takes ``K`` SGD steps
@@ -11,19 +11,25 @@ then updates its control variate with option II and uploads the two differences
 
     c_i+ = c_i - c + (x - y_i) / (K * lr_t),      dy_i = y_i - x,   dc_i = c_i+ - c_i.
 
-The server applies ``x <- x + eta_g * sum_i w_i dy_i`` and ``c <- c + sum_i w_i dc_i``.  The paper
-weights clients uniformly (``w_i = 1/N``, its objective); here ``w_i`` defaults to the training-set
-share ``n_i / n`` - the objective this project's FedAvg optimises, so that SCAFFOLD with zero
-control variates (its first round) is exactly FedAvg's update; ``prr_scaffold_sample_weighted:
-false`` gives the paper's uniform weights.  With equal client sizes both coincide.
+Over the silos ``S`` that took part in the round the server applies
+
+    x <- x + eta_g * sum_{i in S} w_i dy_i,      c <- c + sum_{i in S} v_i dc_i,
+
+with ``w_i`` the weights of ``S`` (summing to 1) and ``v_i`` those of all ``N`` silos (summing to 1
+over all of them: the paper's ``|S| / N`` factor of partial participation).  The paper weights
+clients uniformly (``w_i = 1/|S|``, ``v_i = 1/N``); here the weights default to training-set shares
+(``n_i / n_S`` and ``n_i / n``) - the objective this project's FedAvg optimises, so that SCAFFOLD
+with zero control variates (its first round) is exactly FedAvg's update;
+``prr_scaffold_sample_weighted: false`` gives the paper's uniform weights.  With every silo taking
+part and equal client sizes all coincide.
 
 BatchNorm buffers are not trained by gradients: clients upload them and the server averages them
 with the same weights, as FedAvg does (``num_batches_tracked``: the maximum).  Weight decay and
 momentum of the schedule act as in plain SGD (weight decay is part of ``g_i``).
 
-The server never holds ``x`` itself: it sends ``eta_g * sum_i w_i dy_i`` and every client adds it to
-the ``x`` it started the round from (all clients hold the same ``x``), so messages carry only state
-dicts of tensors.
+The server holds ``x`` (starting from the run's initial model, ``FederatedServer.initial_state``)
+and sends it, with ``c``, at every round start, so a silo that missed rounds starts from the current
+``x`` like everyone else; its ``c_i`` stays as it was.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import torch
 from torch import nn
 
 from ..core.averaging import weighted_average
+from ..training.codec import number, state
 from ..training.federated import ClientContext, FederatedServer, Message, StepInfo
 from ..training.loops import batch_indices
 from .registry import register_algorithm
@@ -81,6 +88,8 @@ def optimizer_steps_per_epoch(num_samples: int, batch_size: int) -> int:
 class ScaffoldClient(SingleModelClient):
     """Corrected local SGD, option II control variate; reports its copy of the server's model."""
 
+    UPLOAD_FIELDS = {"delta": state, "control_delta": state, "buffers": state, "loss": number}
+
     def __init__(self, ctx: ClientContext, params: ScaffoldParams) -> None:
         super().__init__(ctx, params)
         self.parameter_keys = [name for name, _ in self.model.named_parameters()]
@@ -92,14 +101,8 @@ class ScaffoldClient(SingleModelClient):
         self.control_delta: Optional[State] = None
 
     def apply(self, message: Message) -> None:
-        if "global_delta" in message:
-            if self.round_start is None:
-                raise ValueError(f"silo {self.ctx.silo}: a model update arrived before this client trained a round")
-            with torch.no_grad():
-                for name, p in self.model.named_parameters():
-                    p.copy_(self.round_start[name] + message["global_delta"][name].to(p.device))
-            if message.get("buffers"):
-                self.model.load_state_dict(message["buffers"], strict=False)
+        if "global" in message:
+            self.model.load_state_dict(message["global"])  # x, buffers included
         if "control" in message:
             self.server_control = {k: v.to(self.ctx.device) for k, v in message["control"].items()}
 
@@ -149,39 +152,51 @@ class ScaffoldClient(SingleModelClient):
 
 
 class ScaffoldServer(FederatedServer):
-    """``x``'s update and ``c`` from the clients' differences (see the module docstring)."""
+    """``x`` and ``c`` from the clients' differences (see the module docstring)."""
 
     STEPS_PER_ROUND = 1
+    MESSAGE_FIELDS = {"global": state, "control": state}
 
     def __init__(self, num_clients, schedule, params: ScaffoldParams, seed) -> None:
         super().__init__(num_clients, schedule, params, seed)
-        self.global_delta: Optional[State] = None
-        self.buffers: Optional[State] = None
-        self.control: Optional[State] = None
+        self.global_state: Optional[State] = None  # x, buffers included
+        self.control: Optional[State] = None  # c
+
+    def _weight(self, silo: int, upload: Mapping) -> float:
+        return float(upload["num_samples"] if self.params.scaffold_sample_weighted else 1)
 
     def aggregate_step(self, info: StepInfo, uploads: Mapping[int, Message]) -> None:
         silos = sorted(uploads)
-        weights = [uploads[s]["num_samples"] if self.params.scaffold_sample_weighted else 1 for s in silos]
+        if self.global_state is None:
+            if self.initial_state is None:
+                raise RuntimeError("SCAFFOLD's server needs the run's initial model (FederatedServer.initial_state)")
+            self.global_state = {k: v.detach().cpu().clone() for k, v in self.initial_state.items()}
+        weights = [self._weight(s, uploads[s]) for s in silos]
         mean_delta = weighted_average([uploads[s]["delta"] for s in silos], weights)
-        self.global_delta = {k: v * self.params.scaffold_global_lr for k, v in mean_delta.items()}
+        x = dict(self.global_state)
+        for key, delta in mean_delta.items():
+            x[key] = x[key] + self.params.scaffold_global_lr * delta.to(x[key].dtype)
         if "buffers" in uploads[silos[0]]:
-            self.buffers = weighted_average([uploads[s]["buffers"] for s in silos], weights)
+            x.update(weighted_average([uploads[s]["buffers"] for s in silos], weights))
+        self.global_state = x
+        # c moves by sum_{i in S} v_i dc_i, v normalised over all N silos: the present silos' share of them
+        every = [float(self.sample_counts.get(s, 1)) if self.params.scaffold_sample_weighted else 1.0
+                 for s in range(self.num_clients)]
+        share = sum(every[s] for s in silos) / sum(every)
         mean_control = weighted_average([uploads[s]["control_delta"] for s in silos], weights)
-        self.control = mean_control if self.control is None else {k: self.control[k] + v for k, v in mean_control.items()}
+        control_step = mean_control if share == 1.0 else {k: v * share for k, v in mean_control.items()}
+        self.control = control_step if self.control is None else {k: self.control[k] + v for k, v in control_step.items()}
 
     def payload_for(self, silo: int, step: int) -> Message:
-        if self.global_delta is None:
+        if self.global_state is None:
             return {}
-        message: Message = {"global_delta": self.global_delta, "control": self.control}
-        if self.buffers is not None:
-            message["buffers"] = self.buffers
-        return message
+        return {"global": self.global_state, "control": self.control}
 
     def extra_state(self):
-        return {"global_delta": self.global_delta, "buffers": self.buffers, "control": self.control}
+        return {"global_state": self.global_state, "control": self.control}
 
     def load_extra_state(self, state):
-        self.global_delta, self.buffers, self.control = state["global_delta"], state["buffers"], state["control"]
+        self.global_state, self.control = state["global_state"], state["control"]
 
 
 SPEC = register_algorithm("SCAFFOLD", client=ScaffoldClient, server=ScaffoldServer, params=ScaffoldParams,

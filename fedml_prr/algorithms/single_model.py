@@ -16,6 +16,7 @@ from torch import nn
 
 from ..core.averaging import weighted_average
 from ..data.federation import ImageSplit
+from ..training.codec import number, state
 from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo, cpu_state
 from ..training.loops import training_batches
 
@@ -72,6 +73,7 @@ class SingleModelClient(FederatedClient):
     """
 
     STEPS_PER_ROUND = 1
+    UPLOAD_FIELDS = {"state": state, "loss": number}
 
     def __init__(self, ctx: ClientContext, params) -> None:
         super().__init__(ctx, params)
@@ -122,6 +124,7 @@ class AveragingServer(FederatedServer):
     """Sample-weighted average of the uploaded ``state`` (whatever keys the clients share)."""
 
     STEPS_PER_ROUND = 1
+    MESSAGE_FIELDS = {"global": state}
 
     def __init__(self, num_clients, schedule, params, seed) -> None:
         super().__init__(num_clients, schedule, params, seed)

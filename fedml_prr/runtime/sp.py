@@ -25,7 +25,7 @@ from ..training.batched import attach_cohort
 from ..training.coordinator import Coordinator
 from ..training.federated import FederatedClient, Message
 from ..training.results import ResultsStore, open_results, run_fields
-from ..training.setup import context_factory, update_validator
+from ..training.setup import build_server, context_factory
 from ..training.tasks import task_named
 
 logger = logging.getLogger(__name__)
@@ -54,13 +54,14 @@ class LocalFederation:
             records = [r for silo in self.silos for r in self.clients[silo].pop_records()]
             states = {c.ctx.data.name: c.reported_model().state_dict() for c in self.clients.values()}
             self.coordinator.record(records, states)
+            self.coordinator.close_round(closed)
         return closed
 
     def train(self) -> Dict[int, Message]:
-        """Train every silo one step (the current one) and return their uploads, not yet aggregated."""
+        """Train every participant one step (the current one); their uploads, not yet aggregated."""
         step = self.coordinator.step
         uploads = {}
-        for silo in self.silos:
+        for silo in self.coordinator.participants():
             self.clients[silo].train(step)
             uploads[silo] = self.clients[silo].upload()
         return uploads
@@ -92,8 +93,7 @@ def build_local_federation(config: RunConfig, federation: Federation, *,
     make_context = context_factory(config, federation, pooled_data=spec.client.NEEDS_POOLED_DATA)
     k = len(federation.clients)
     clients = {silo: spec.client(make_context(silo), config.algorithm_params) for silo in range(k)}
-    server = spec.server(k, config.schedule, config.algorithm_params, config.seed)
-    validator = update_validator(config, k, federation.num_classes, uniform=spec.server.UNIFORM_UPLOADS)
+    server, validator = build_server(config, spec.server, k, federation.num_classes)
     if config.engine_options.engine == "batched":
         attach_cohort(list(clients.values()), config.engine_options)
     return LocalFederation(clients, Coordinator(server, validator=validator, store=store))

@@ -12,16 +12,22 @@ gRPC call it from FedML's server manager (:mod:`fedml_prr.fedml_adapter.trainers
    update never costs the server its earlier state;
 3. the step advances.
 
+Participation: a step's messages go to its *participants*.  At a round's first step (and the
+handshake) that is every silo the runtime offers (:meth:`Coordinator.participants`: all of them
+in one process; the live ones over the wire); within a round, the silos that uploaded the
+previous step.  A silo that misses a step sits out the rest of its round and keeps its state; it
+is offered again at the next round.  At least ``min_clients`` uploads make a step.
+
 Metric records of a finished round reach the coordinator from the clients (in one process
-directly, over the wire inside the next upload); once every silo's record of a round is in, the
-round is written to the :class:`~fedml_prr.training.results.ResultsStore` and the model
-selection is updated.
+directly, over the wire inside the next upload); :meth:`Coordinator.close_round` writes the
+round with the records that came (normally one per participant) to the
+:class:`~fedml_prr.training.results.ResultsStore` and updates the model selection.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
 from .federated import FederatedServer, Message, round_closed_by
 from .results import ResultsStore
@@ -45,11 +51,15 @@ class Coordinator:
     """
 
     def __init__(self, server: FederatedServer, *, validator: Optional[UpdateValidator] = None,
-                 store: Optional[ResultsStore] = None) -> None:
+                 store: Optional[ResultsStore] = None, min_clients: int = 1) -> None:
+        if not 1 <= min_clients <= server.num_clients:
+            raise ValueError(f"min_clients must be in 1..{server.num_clients}, got {min_clients}")
         self.server = server
         self.validator = validator
         self.store = store
+        self.min_clients = min_clients
         self.step = 0
+        self._uploaded: Set[int] = set(range(server.num_clients))  # who uploaded the previous step
         self._pending: Dict[int, List[Dict[str, Any]]] = {}
         self._pending_states: Dict[int, Dict[str, Mapping]] = {}
 
@@ -77,12 +87,28 @@ class Coordinator:
     def selected_round(self) -> Optional[int]:
         return self.store.selection.round if self.store is not None else None
 
-    def messages(self) -> Dict[int, Message]:
-        """The server's message to every silo at the current step."""
-        return self.server.messages(self.step)
+    @property
+    def round_start(self) -> bool:
+        """True at the handshake, a round's first step and the final delivery: every offered silo
+        takes part (within a round only the previous step's uploaders do)."""
+        return self.step <= 1 or self.step >= self.num_steps or (self.step - 1) % self.server.spr == 0
+
+    def participants(self, offered: Optional[Iterable[int]] = None) -> List[int]:
+        """The silos that take part in the current step, among ``offered`` (default: every silo)."""
+        offered = set(range(self.num_clients) if offered is None else offered)
+        return sorted(offered if self.round_start else offered & self._uploaded)
+
+    def messages(self, silos: Optional[Iterable[int]] = None) -> Dict[int, Message]:
+        """The server's message of the current step to ``silos`` (default: its participants)."""
+        return self.server.messages(self.step, self.participants() if silos is None else silos)
 
     def aggregate(self, uploads: Mapping[int, Message]) -> None:
-        """Validate and aggregate every silo's upload of the current step, then advance."""
+        """Validate and aggregate the uploads of the current step, then advance.
+
+        ``uploads``: one per silo that took part (at least ``min_clients``; the handshake needs
+        every silo)."""
+        if len(uploads) < self.min_clients:
+            raise ValueError(f"step {self.step}: {len(uploads)} upload(s), fewer than min_clients = {self.min_clients}")
         if self.validator is not None:
             self.validator.check(self.step, uploads)
         else:
@@ -95,41 +121,37 @@ class Coordinator:
         except Exception:
             self.server.load_state_dict(snapshot)  # the algorithm failed half-way: keep the earlier state
             raise
+        self._uploaded = set(uploads)
         self.step += 1
 
     def record(self, records: List[Dict[str, Any]],
-               reported_states: Optional[Mapping[str, Mapping]] = None) -> List[int]:
-        """Take finished-round metric records (any silos, any rounds); write every round whose
-        records are now complete.  ``reported_states``: client name -> reported model state, for
-        the checkpoints (None when the models stay with the clients).  Returns the rounds written."""
+               reported_states: Optional[Mapping[str, Mapping]] = None) -> None:
+        """Take finished-round metric records (any silos, any rounds) until :meth:`close_round`.
+        ``reported_states``: client name -> reported model state, for the checkpoints (None when
+        the models stay with the clients)."""
         for record in records:
             self._pending.setdefault(int(record["round"]), []).append(dict(record))
             if reported_states is not None:
-                self._pending_states.setdefault(int(record["round"]), {}).update(
-                    {record["client"]: reported_states[record["client"]]})
-        written = []
-        for round_idx in sorted(self._pending):
-            if len(self._pending[round_idx]) < self.num_clients:
-                continue
-            round_records = self._pending.pop(round_idx)
-            states = self._pending_states.pop(round_idx, None)
-            if self.store is not None:
-                self.store.add_round(round_idx, round_records, states)
-                metric = self.store.task.selection_metric
-                mean = sum(r["test"][metric] for r in round_records) / len(round_records)
-                logger.info("round %d complete: mean test %s %.1f", round_idx, metric, 100 * mean)
-            written.append(round_idx)
-        return written
+                self._pending_states.setdefault(int(record["round"]), {})[record["client"]] = \
+                    reported_states[record["client"]]
 
-    @property
-    def incomplete_rounds(self) -> List[int]:
-        """Rounds some silos have reported and others not (empty at a normal end)."""
-        return sorted(self._pending)
+    def close_round(self, round_idx: int) -> List[Dict[str, Any]]:
+        """Write ``round_idx`` with the records that came for it (none came: nothing is written).
+        Returns them."""
+        records = self._pending.pop(round_idx, [])
+        states = self._pending_states.pop(round_idx, None)
+        if records and self.store is not None:
+            self.store.add_round(round_idx, records, states)
+            metric = self.store.task.selection_metric
+            mean = sum(r["test"][metric] for r in records) / len(records)
+            logger.info("round %d complete (%d silo(s)): mean test %s %.1f", round_idx, len(records), metric, 100 * mean)
+        return records
 
     # ----------------------------------------------------------------- resume
     def state_dict(self) -> Dict[str, Any]:
-        return {"step": self.step, "server": self.server.state_dict()}
+        return {"step": self.step, "server": self.server.state_dict(), "uploaded": sorted(self._uploaded)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.server.load_state_dict(state["server"])
         self.step = int(state["step"])
+        self._uploaded = set(state.get("uploaded", range(self.num_clients)))

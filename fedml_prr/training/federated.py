@@ -119,6 +119,9 @@ class FederatedClient(abc.ABC):
     """
 
     STEPS_PER_ROUND: int = 1
+    #: the algorithm's upload fields and their types (``training.codec`` checks), beyond the
+    #: protocol's own (``codec.PROTOCOL_UPLOAD``): what a server accepts from the wire
+    UPLOAD_FIELDS: Mapping[str, Callable[[Any], Optional[str]]] = {}
     #: True when the algorithm needs ``ClientContext.pooled_train`` (Centralized only)
     NEEDS_POOLED_DATA: bool = False
     #: False when receiving a message never replaces the reported model (PRR's P_k): the
@@ -139,6 +142,7 @@ class FederatedClient(abc.ABC):
         self.models: Dict[str, nn.Module] = {}
         self._before: Dict[int, Dict[str, Dict[str, float]]] = {}
         self._records: List[Dict[str, Any]] = []
+        self._last_recorded = -1  # the last round this silo evaluated
         self._last_step = -1
         self.received_step = -1  # step of the last server message
         #: set by the batched engine (:mod:`fedml_prr.training.batched`), which then trains this
@@ -156,6 +160,8 @@ class FederatedClient(abc.ABC):
         closed = round_closed_by(message["step"], self.spr)
         if closed is not None and closed in self._before:
             self._record_round(closed)
+        for stale in [r for r in self._before if closed is None or r < closed]:
+            del self._before[stale]  # a round this silo did not finish (it missed its last step)
 
     def train(self, step: int) -> None:
         """Run training step ``step`` (nothing at the handshake)."""
@@ -233,12 +239,16 @@ class FederatedClient(abc.ABC):
         metric = self.task.selection_metric  # macro-F1 (segmentation: Dice)
         f1_before, f1_after = before["test"][metric], after["test"][metric]
         retrogress = f1_after - f1_before if not (math.isnan(f1_before) or math.isnan(f1_after)) else float("nan")
-        self._records.append({
+        record = {
             "round": round_idx, "silo": self.ctx.silo, "client": self.ctx.data.name,
             "valid": after["valid"], "test": after["test"],
             "test_before_receive": before["test"], "retrogress": retrogress,
             **self.round_info(),
-        })
+        }
+        if round_idx > self._last_recorded + 1:  # it was absent (dropped out, or not sampled) in between
+            record["missed_rounds"] = list(range(self._last_recorded + 1, round_idx))
+        self._last_recorded = round_idx
+        self._records.append(record)
 
     def _check_message(self, message: Mapping[str, Any]) -> None:
         if not isinstance(message, Mapping) or "step" not in message or "silo" not in message:
@@ -253,6 +263,7 @@ class FederatedClient(abc.ABC):
             "generator": self.generator.get_state(),
             "global_class_counts": self.global_class_counts,
             "before": self._before,
+            "last_recorded": self._last_recorded,
             "extra": self.extra_state(),
         }
 
@@ -262,6 +273,7 @@ class FederatedClient(abc.ABC):
         self.generator.set_state(state["generator"])
         self.global_class_counts = state["global_class_counts"]
         self._before = dict(state["before"])
+        self._last_recorded = int(state.get("last_recorded", -1))
         self.load_extra_state(state["extra"])
 
 
@@ -272,6 +284,9 @@ class FederatedServer(abc.ABC):
     """
 
     STEPS_PER_ROUND: int = 1
+    #: the algorithm's message fields and their types, beyond the protocol's own
+    #: (``codec.PROTOCOL_MESSAGE``): what a client accepts from the wire
+    MESSAGE_FIELDS: Mapping[str, Callable[[Any], Optional[str]]] = {}
     #: False when silos upload different fields (the Centralized reference: only silo 0 trains)
     UNIFORM_UPLOADS: bool = True
 
@@ -285,15 +300,19 @@ class FederatedServer(abc.ABC):
         self.generator = torch.Generator().manual_seed(7_919 * (seed + 1))
         self.global_class_counts: Optional[torch.Tensor] = None
         self.sample_counts: Dict[int, int] = {}
+        #: the run's initial model state (the same weights every client starts from), for servers
+        #: that hold the global model from the start (SCAFFOLD); set by training.setup.build_server
+        self.initial_state: Optional[Dict[str, torch.Tensor]] = None
 
     @property
     def num_steps(self) -> int:
         return total_steps(self.spr, self.schedule)
 
-    def messages(self, step: int) -> Dict[int, Message]:
-        """Messages of ``step`` for every silo; ``step == num_steps`` is the final delivery."""
+    def messages(self, step: int, silos: Optional[Iterable[int]] = None) -> Dict[int, Message]:
+        """Messages of ``step`` for ``silos`` (default: every silo); ``step == num_steps`` is the
+        final delivery."""
         out = {}
-        for silo in range(self.num_clients):
+        for silo in (range(self.num_clients) if silos is None else sorted(silos)):
             message: Message = {"silo": silo, "step": step, "final": step == self.num_steps}
             if step == 1:
                 message["global_class_counts"] = self.global_class_counts.clone()
@@ -303,14 +322,25 @@ class FederatedServer(abc.ABC):
         return out
 
     def aggregate(self, step: int, uploads: Mapping[int, Message]) -> None:
-        """Aggregate the uploads of ``step`` (one per silo)."""
-        missing = set(range(self.num_clients)) - set(uploads)
-        if missing:
-            raise ValueError(f"step {step}: no upload from silo(s) {sorted(missing)}")
+        """Aggregate the uploads of ``step``: one per silo that took part in the step.
+
+        The handshake (step 0) needs every silo (the global class counts are their sum); a
+        training step aggregates whichever silos uploaded (at least one): an absent silo keeps its
+        state and is left out of every average (see docs/distributed.md, "A silo that misses a
+        round").
+        """
+        if not uploads:
+            raise ValueError(f"step {step}: no upload to aggregate")
+        unknown = sorted(set(uploads) - set(range(self.num_clients)))
+        missing = sorted(set(range(self.num_clients)) - set(uploads))
+        if unknown:
+            raise ValueError(f"step {step}: uploads from unknown silo(s) {unknown}")
+        if step == 0 and missing:
+            raise ValueError(f"step 0: the handshake needs every silo's class counts; none from silo(s) {missing}")
         for silo, upload in uploads.items():
             if upload.get("step") != step or upload.get("silo") != silo:
                 raise ValueError(f"step {step}: silo {silo} sent an upload for silo {upload.get('silo')} step {upload.get('step')}")
-        self.sample_counts = {silo: int(u["num_samples"]) for silo, u in uploads.items()}
+        self.sample_counts.update({silo: int(u["num_samples"]) for silo, u in uploads.items()})
         if step == 0:
             self.global_class_counts = torch.stack([torch.as_tensor(uploads[s]["class_counts"]) for s in sorted(uploads)]).sum(0)
             return

@@ -9,14 +9,14 @@ through these functions, so they cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Tuple, Type
 
 import torch
 
 from ..config import RunConfig
 from ..data.federation import Federation, ImageSplit
 from ..models import build_model, model_task
-from .federated import ClientContext
+from .federated import ClientContext, FederatedServer
 from .validation import UpdateValidator
 
 
@@ -83,10 +83,14 @@ def context_factory(config: RunConfig, federation: Federation, *,
     return make_context
 
 
-def update_validator(config: RunConfig, num_clients: int, num_classes: int, *, uniform: bool = True) -> UpdateValidator:
-    """The server-side check of every upload, against the run's model.
-
-    ``uniform``: every silo uploads the same fields (``FederatedServer.UNIFORM_UPLOADS``).
-    """
-    reference = model_factory(config, num_classes)().state_dict()
-    return UpdateValidator(reference, num_clients=num_clients, num_classes=num_classes, uniform=uniform)
+def build_server(config: RunConfig, server_class: Type[FederatedServer], num_clients: int,
+                 num_classes: int) -> Tuple[FederatedServer, UpdateValidator]:
+    """The algorithm's server, knowing the run's initial model, and the check of every upload
+    against that model (``FederatedServer.UNIFORM_UPLOADS``: whether every silo uploads the same
+    fields)."""
+    initial = {k: v.detach().cpu() for k, v in model_factory(config, num_classes)().state_dict().items()}
+    server = server_class(num_clients, config.schedule, config.algorithm_params, config.seed)
+    server.initial_state = initial
+    validator = UpdateValidator(initial, num_clients=num_clients, num_classes=num_classes,
+                                uniform=server_class.UNIFORM_UPLOADS)
+    return server, validator
