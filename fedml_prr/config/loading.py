@@ -15,7 +15,7 @@ import typing
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 from .presets import MERGED_OPTION_KEYS
-from .schema import ConfigError, EngineOptions, RunConfig, RunOptions, TrainSchedule, check
+from .schema import ConfigError, EngineOptions, FederationOptions, RunConfig, RunOptions, TrainSchedule, check
 
 #: FedML keys this plugin reads, with their type (all others are passed to FedML untouched).
 FEDML_KEYS: Dict[str, type] = {
@@ -166,7 +166,7 @@ def load_config(
     for key, value in (prr_defaults or {}).items():
         prr_keys.setdefault(key, value)
 
-    valid_prr = set(field_keys(RunOptions)) | set(field_keys(EngineOptions)) | {
+    valid_prr = set(field_keys(RunOptions)) | set(field_keys(EngineOptions)) | set(field_keys(FederationOptions)) | {
         "prr_data_root", "prr_lr_decay_every", "prr_lr_decay_factor"}
     for params_cls in algorithm_params.values():
         valid_prr |= set(field_keys(params_cls))
@@ -205,6 +205,7 @@ def load_config(
 
     options = build_dataclass(RunOptions, prr_keys)
     engine_options = build_dataclass(EngineOptions, prr_keys)
+    federation = build_dataclass(FederationOptions, prr_keys)
     backend = str(fedml_keys.get("backend", "sp"))
     check(engine_options.engine == "loop" or backend == "sp",
            f"prr_engine: batched trains every client in one process and needs backend: sp, got {backend!r}")
@@ -221,6 +222,7 @@ def load_config(
         schedule=schedule,
         options=options,
         engine_options=engine_options,
+        federation=federation,
         algorithm_params=params,
         data_root=prr_keys.get("prr_data_root", fedml_keys.get("data_cache_dir")),
         num_clients=total,

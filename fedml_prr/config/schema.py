@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 
 class ConfigError(ValueError):
@@ -126,6 +126,73 @@ class RunOptions:
                f"prr_device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}")
 
 
+DROPOUT_POLICIES = ("tolerate", "fail")
+
+
+@dataclass(frozen=True)
+class FederationOptions:
+    """How the parties of a distributed run (MPI or gRPC) find, trust and wait for each other
+    (``prr_`` keys; docs/distributed.md and docs/security.md).
+
+    Attributes
+    ----------
+    tls_cert, tls_key, tls_ca:
+        This party's certificate and private key and the federation CA's certificate (PEM files
+        from ``fedml-prr provision``).  gRPC needs them unless ``insecure``.
+    insecure:
+        Plain TCP without TLS or party identities (``--insecure``); for a closed test network.
+    listen_host:
+        The address this party listens on; default: its own line of the address book.
+    max_message_mb:
+        Messages larger than this are refused by the receiver (and never sent).
+    dropout:
+        ``tolerate``: the server goes on without a client that is lost (no heartbeat, a failed
+        send, a missed deadline) and takes it back when it rejoins; ``fail``: a lost client ends
+        the run.
+    min_clients:
+        The fewest uploads a training step is aggregated from (default: half of the clients,
+        rounded up).
+    step_deadline_s:
+        Seconds the server waits for a step's uploads (0: no deadline).
+    heartbeat_timeout_s:
+        Seconds without a heartbeat after which a gRPC client counts as lost.
+    startup_timeout_s:
+        Seconds the parties wait for each other at the start.
+    clients, class_names:
+        The silos' names (in rank order) and the class names: a server holds no data, so it learns
+        the federation's shape from these (default: from the dataset's description, when the
+        dataset can give it without reading images).
+    """
+
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    tls_ca: Optional[str] = None
+    insecure: bool = False
+    listen_host: Optional[str] = None
+    max_message_mb: float = 512.0
+    dropout: str = "tolerate"
+    min_clients: Optional[int] = None
+    step_deadline_s: float = 3600.0
+    heartbeat_timeout_s: float = 15.0
+    startup_timeout_s: float = 600.0
+    clients: Optional[Tuple[str, ...]] = None
+    class_names: Optional[Tuple[str, ...]] = None
+
+    def __post_init__(self) -> None:
+        check(self.dropout in DROPOUT_POLICIES, f"prr_dropout must be one of {DROPOUT_POLICIES}, got {self.dropout!r}")
+        check(self.max_message_mb > 0, "prr_max_message_mb must be positive")
+        check(self.min_clients is None or self.min_clients >= 1, "prr_min_clients must be >= 1")
+        check(self.step_deadline_s >= 0 and self.heartbeat_timeout_s > 0 and self.startup_timeout_s > 0,
+              "prr_step_deadline_s must be >= 0, prr_heartbeat_timeout_s and prr_startup_timeout_s > 0")
+        tls = [self.tls_cert, self.tls_key, self.tls_ca]
+        check(all(v is None for v in tls) or all(v is not None for v in tls),
+              "give prr_tls_cert, prr_tls_key and prr_tls_ca together (a party kit from `fedml-prr provision`)")
+
+    def min_uploads(self, num_clients: int) -> int:
+        """``min_clients``, or half of the clients rounded up; never more than there are."""
+        return min(num_clients, self.min_clients if self.min_clients is not None else (num_clients + 1) // 2)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs, validated."""
@@ -138,6 +205,7 @@ class RunConfig:
     options: RunOptions
     engine_options: EngineOptions
     algorithm_params: Any  # the selected algorithm's params dataclass
+    federation: FederationOptions = field(default_factory=FederationOptions)
     data_root: Optional[str] = None
     num_clients: Optional[int] = None  # client_num_in_total, checked against the data
     backend: str = "sp"

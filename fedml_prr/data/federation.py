@@ -93,6 +93,32 @@ class ClientData:
         return getattr(self, split)
 
 
+@dataclass(frozen=True)
+class FederationInfo:
+    """A federation's shape without its data: what a server needs (it holds no images).
+
+    Attributes
+    ----------
+    name:
+        The dataset's name.
+    task:
+        ``"classification"`` or ``"segmentation"``.
+    class_names:
+        Label ``i`` means ``class_names[i]``.
+    clients:
+        The silos' names, in silo order.
+    """
+
+    name: str
+    task: str
+    class_names: tuple[str, ...]
+    clients: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
 @dataclass(frozen=True, eq=False)
 class Federation:
     """K clients sharing one label space and one image size; validated on construction.
@@ -124,6 +150,11 @@ class Federation:
     def task(self) -> str:
         """``"segmentation"`` when the labels are per-pixel masks, else ``"classification"``."""
         return "segmentation" if self.clients[0].train.is_segmentation else "classification"
+
+    @property
+    def info(self) -> FederationInfo:
+        """The federation's shape (name, task, class names, client names)."""
+        return FederationInfo(self.name, self.task, self.class_names, tuple(c.name for c in self.clients))
 
     @property
     def image_size(self) -> int:

@@ -12,16 +12,10 @@ silo it serves, so the silo travels in every message.
 - :class:`AlgorithmServerAggregator` hands the uploads to the run's
   :class:`~fedml_prr.training.coordinator.Coordinator` (validation, rollback, round records).
 
-Two steps exist only on the wire (the single-process runtime does not need them):
-
-=============================  ===============================================================
-FedML                          protocol
-=============================  ===============================================================
-sync after step ``N - 1``      the final delivery (``N = num_steps``): clients evaluate
-client ``train`` at step N     the *report* step: nothing is trained, the upload carries the
-                               metric records of the last round
-sync after step ``N``          the end message: FedML's client then reports FINISHED and exits
-=============================  ===============================================================
+One step exists only on the wire (the single-process runtime does not need it): after the final
+delivery (step ``N = num_steps``: clients evaluate the last round) comes the *report* step, whose
+upload only carries the metric records of the last round; then the server's managers end the run
+(:mod:`fedml_prr.fedml_adapter.managers`).
 
 Metric records of a completed round travel to the server inside the next upload (``records``); a
 client is told which round is the selected one (``selected_round``) so it can keep its best
@@ -90,8 +84,6 @@ class AlgorithmClientTrainer(ClientTrainer):
         self.silo = client.ctx.silo
         self.num_steps = num_steps
         self.hooks = hooks or SiloHooks()
-        #: called with the first step received (the transport sets FedML's round budget from it)
-        self.on_first_step: Optional[Callable[[int], None]] = None
         self.step: Optional[int] = None
         self._outgoing: List[Dict[str, Any]] = []
         self.finished = False
@@ -103,13 +95,8 @@ class AlgorithmClientTrainer(ClientTrainer):
         step = int(message["step"])
         if self.step is None:
             self.hooks.start(self.client, step)
-            if self.on_first_step is not None:
-                self.on_first_step(step)
         if message.get("selected_round") is not None:
             self.hooks.selected(self.client, int(message["selected_round"]))
-        if message.get("end"):
-            self.finished = True
-            return
         self.client.receive(message)
         self.step = step
         records = self.client.pop_records()
@@ -131,6 +118,12 @@ class AlgorithmClientTrainer(ClientTrainer):
         upload["records"], self._outgoing = self._outgoing, []
         self.hooks.uploaded(self.client, self.step)
         return upload
+
+    def finish(self, selected_round: Optional[int]) -> None:
+        """The server's end of the run (its last word on the selected round)."""
+        if selected_round is not None:
+            self.hooks.selected(self.client, int(selected_round))
+        self.finished = True
 
     def test(self, test_data, device, args):
         return None
@@ -154,20 +147,26 @@ class AlgorithmServerAggregator(ServerAggregator):
         self.on_aggregated = on_aggregated
 
     @property
+    def finishing(self) -> bool:
+        """True at the report step (after the final delivery)."""
+        return self.coordinator.step == self.coordinator.num_steps
+
+    @property
     def finished(self) -> bool:
-        """True once every client has sent its report (the end messages are next)."""
+        """True once the clients have sent their reports (the end messages are next)."""
         return self.coordinator.step > self.coordinator.num_steps
 
-    def get_model_params(self) -> Dict[int, Message]:
-        """Messages of the current step keyed by silo (the end messages after the report step)."""
+    def messages_for(self, silos) -> Dict[int, Message]:
+        """The current step's messages to ``silos``, each naming the selected round so far."""
         c = self.coordinator
-        if self.finished:
-            return {silo: {"silo": silo, "step": c.step, "end": True, "selected_round": c.selected_round}
-                    for silo in range(c.num_clients)}
-        messages = c.messages()
+        messages = c.messages(silos)
         for message in messages.values():
             message["selected_round"] = c.selected_round
         return messages
+
+    def get_model_params(self) -> Dict[int, Message]:
+        """FedML's name for :meth:`messages_for` the current participants."""
+        return self.messages_for(self.coordinator.participants())
 
     def set_model_params(self, model_parameters) -> None:
         """FedML hands back what :meth:`aggregate` returned; the coordinator already holds it."""
@@ -184,21 +183,24 @@ class AlgorithmServerAggregator(ServerAggregator):
         return uploads
 
     def aggregate(self, raw_client_model_or_grad_list: List[Tuple[float, Message]]) -> Dict[int, Message]:
+        """Aggregate the current step's uploads (the report step: only take their records); the
+        round the current step's message closed is written with the records that came."""
         c = self.coordinator
         uploads = self.uploads_by_silo(raw_client_model_or_grad_list)
-        records = _records_of(uploads)
-        if c.step == c.num_steps:  # the report step: only records
+        closing = c.closing_round
+        c.record(_records_of(uploads))
+        if self.finishing:  # the report step: only records
             steps = {u.get("step") for u in uploads.values()}
-            if steps != {c.step} or set(uploads) != set(range(c.num_clients)):
+            if steps - {c.step}:
                 raise ValueError(f"report step {c.step}: got steps {sorted(map(str, steps))} from silos {sorted(uploads)}")
-            c.record(records)
             c.step += 1
-            return self.get_model_params()
-        c.aggregate({silo: {k: v for k, v in u.items() if k != "records"} for silo, u in uploads.items()})
-        c.record(records)
-        if self.on_aggregated is not None:
+        else:
+            c.aggregate({silo: {k: v for k, v in u.items() if k != "records"} for silo, u in uploads.items()})
+        if closing is not None:
+            c.close_round(closing)
+        if not self.finished and self.on_aggregated is not None:
             self.on_aggregated(c)
-        return self.get_model_params()
+        return self.get_model_params() if not self.finished else {}
 
     def test(self, test_data, device, args):
         return {}

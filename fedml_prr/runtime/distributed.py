@@ -1,10 +1,16 @@
-"""Distributed runtimes: MPI simulation (``mpirun``) and cross-silo over gRPC, one silo per process.
+"""Distributed runtimes: MPI simulation (``mpirun``) and cross-silo over gRPC, one party per process.
 
 Rank 0 is the server, rank ``k`` (1..K) trains silo ``k - 1``.  The same protocol objects as in
 one process (each silo's client; the server's :class:`~fedml_prr.training.coordinator.Coordinator`)
-are carried by FedML's own cross-silo managers (:mod:`fedml_prr.fedml_adapter.cross_silo`), so for
-the same config and seed a distributed run ends with the same per-client metrics as
+travel between the parties in FedML ``Message`` objects (:mod:`fedml_prr.fedml_adapter.managers`):
+under MPI over FedML's MPI transport, over gRPC through
+:class:`~fedml_prr.fedml_adapter.grpc_link.GrpcLink` (mutual TLS, typed codec, identities checked).
+For the same config and seed a distributed run ends with the same per-client metrics as
 ``backend: sp`` (tests/test_distributed.py).
+
+Each party holds only what is its own: the server holds no data (it needs the model, the task,
+the class names and the silo names - :class:`~fedml_prr.data.federation.FederationInfo` - and
+learns the class counts in the handshake); a client holds only its silo's data.
 
 Where things are written (``prr_results_dir``; every party uses its own copy of the path):
 
@@ -12,13 +18,11 @@ Where things are written (``prr_results_dir``; every party uses its own copy of 
   state at the last completed round), as a single-process run;
 - client of silo ``<name>``: ``checkpoints/{last,best}/<name>.pt`` (its reported model; PRR's
   personalized model never leaves the silo) and ``silos/<name>/resume.pt`` plus the previous one
-  (``resume.prev.pt``), so that it can resume at whichever of its last two completed rounds the
-  server resumes.
+  (``resume.prev.pt``): it resumes at the newest of them not after the server's step.
 
-Failures end the job within seconds instead of hanging (FedML leaves the other parties waiting
-forever): under MPI the failing rank calls ``MPI_Abort``; over gRPC each client sends heartbeats
-to the server's endpoint (:mod:`fedml_prr.fedml_adapter.heartbeat`), and the server, or a client,
-exits with an error naming the lost party when they stop.
+A lost party: under MPI the failing rank calls ``MPI_Abort`` (the runtime's launcher); over gRPC
+the server goes on without a lost client (``prr_dropout: tolerate``) or stops naming it
+(``prr_dropout: fail``), and a client whose server stops answering exits naming it.
 """
 
 from __future__ import annotations
@@ -29,23 +33,25 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from ..algorithms import get_algorithm
 from ..config import RunConfig
-from ..data.federation import Federation
-from ..fedml_adapter.cross_silo import cross_silo_args, run_client_manager, run_server_manager
-from ..fedml_adapter.heartbeat import HeartbeatMonitor, HeartbeatSender
+from ..data.federation import ClientData, Federation, FederationInfo
+from ..fedml_adapter.grpc_link import GrpcLink, TlsFiles
+from ..fedml_adapter.managers import ClientManager, MpiLink, Policy, ServerManager
 from ..fedml_adapter.trainers import AlgorithmClientTrainer, AlgorithmServerAggregator, SiloHooks
+from ..fedml_adapter.wire import CLIENT_RECEIVES, SERVER_RECEIVES, schemas
+from ..files import atomic_torch_save
 from ..training.coordinator import Coordinator
 from ..training.federated import FederatedClient, round_closed_by, steps_per_round, total_steps
-from ..files import atomic_torch_save
-from ..training.results import ResultsStore, open_results, run_fields, save_checkpoint
-from ..training.setup import check_federation, context_factory, resolve_device, update_validator
+from ..training.results import ResultsStore, load_state_file, open_results, run_fields, save_checkpoint
+from ..training.setup import build_server, check_federation, client_context
 from ..training.tasks import task_named
-from .parties import STARTUP_TIMEOUT_S, read_grpc_ipconfig, wait_until_reachable
+from .parties import read_grpc_ipconfig
 from .sp import RunResult
 
 logger = logging.getLogger(__name__)
@@ -77,24 +83,36 @@ class SiloStore(SiloHooks):
                 (self.root / "checkpoints" / kind / f"{name}.pt").unlink(missing_ok=True)
         self.folder.mkdir(parents=True, exist_ok=True)
 
+    def _saved(self) -> List[Tuple[int, Path]]:
+        """``(step, file)`` of this client's saved states, newest first (read without unpickling code)."""
+        found = []
+        for path in (self.current, self.previous):
+            if path.exists():
+                found.append((int(load_state_file(path)["step"]), path))
+        return sorted(found, reverse=True)
+
+    def resumed_step(self) -> Optional[int]:
+        """The step of the newest saved state, when resuming (None: a fresh start)."""
+        saved = self._saved() if self.resume else []
+        return saved[0][0] if saved else None
+
     def start(self, client: FederatedClient, step: int) -> None:
         if step == 0:
             if self.resume:
                 logger.warning("client %s: --resume given but the server starts a new run", self.name)
             return
-        if not self.resume:
-            raise RuntimeError(f"the server resumed at step {step} but client {self.name} was started without "
-                               "--resume; start it with --resume")
-        candidates = [p for p in (self.current, self.previous) if p.exists()]
-        for path in candidates:
-            state = torch.load(path, weights_only=False)
-            if state["step"] == step:
-                client.load_state_dict(state["client"])
-                logger.info("client %s resumed at step %d from %s", self.name, step, path)
-                return
-        found = [torch.load(p, weights_only=False)["step"] for p in candidates]
-        raise RuntimeError(f"client {self.name} has no saved state for step {step} (it has steps {found} in "
-                           f"{self.folder}); the server and this client were not interrupted at the same round")
+        usable = [(s, path) for s, path in self._saved() if s <= step] if self.resume else []
+        if not usable:
+            logger.warning("client %s joins at step %d with no saved state (%s): it starts from the initial model",
+                           self.name, step, "none at or before that step" if self.resume else "no --resume")
+            return
+        saved_step, path = usable[0]
+        client.load_state_dict(load_state_file(path)["client"])
+        if saved_step == step:
+            logger.info("client %s resumed at step %d from %s", self.name, step, path)
+        else:
+            logger.warning("client %s rejoins at step %d with its state of step %d (%s): it missed the steps between",
+                           self.name, step, saved_step, path)
 
     def uploaded(self, client: FederatedClient, step: int) -> None:
         next_step = step + 1
@@ -121,72 +139,43 @@ def _exit_now(message: str) -> None:
     os._exit(3)
 
 
-def run_distributed(config: RunConfig, federation: Federation, *, rank: int, backend: str, comm=None,
-                    resume: bool = False, overwrite: bool = False,
-                    watch: bool = True) -> Optional[RunResult]:
-    """Run this process's part of a distributed job; the server returns the run's result.
+def _policy(config: RunConfig, backend: str) -> Policy:
+    f = config.federation
+    return Policy(dropout=f.dropout, step_deadline=f.step_deadline_s or None,
+                  heartbeat_timeout=f.heartbeat_timeout_s if backend == "GRPC" else None,
+                  startup_timeout=f.startup_timeout_s)
 
-    Parameters
-    ----------
-    rank:
-        0 = server, ``k`` = client of silo ``k - 1``.
-    backend:
-        ``"MPI"`` (``comm`` is ``MPI.COMM_WORLD``) or ``"GRPC"`` (addresses in ``grpc_ipconfig_path``).
-    watch:
-        gRPC only: exit with an error when a party this one waits for disappears.
-    """
+
+def _link(config: RunConfig, *, backend: str, rank: int, comm, accepted, on_heartbeat=None):
+    if backend == "MPI":
+        return MpiLink(comm, rank, comm.Get_size())
+    path = config.fedml.get("grpc_ipconfig_path")
+    if not path:
+        raise ValueError("backend GRPC needs grpc_ipconfig_path (comm_args) pointing at a CSV "
+                         "eid,rank,grpc_server_ip,grpc_server_port with one line per party")
+    f = config.federation
+    tls = None if f.insecure else TlsFiles(Path(f.tls_cert or ""), Path(f.tls_key or ""), Path(f.tls_ca or ""))
+    if tls is not None and not (f.tls_cert and f.tls_key and f.tls_ca):
+        raise ValueError("backend GRPC needs this party's TLS kit: prr_tls_cert, prr_tls_key and prr_tls_ca (make the "
+                         "kits with `fedml-prr provision`), or --insecure for plain TCP on a closed test network")
+    addresses = {r: p.address for r, p in read_grpc_ipconfig(path).items()}
+    return GrpcLink(rank, addresses, accepted=accepted, tls=tls, insecure=f.insecure, listen_host=f.listen_host,
+                    max_message_bytes=int(f.max_message_mb * (1 << 20)), on_heartbeat=on_heartbeat)
+
+
+def run_server(config: RunConfig, info: FederationInfo, *, backend: str, comm=None, resume: bool = False,
+               overwrite: bool = False) -> RunResult:
+    """Rank 0 of a distributed run: the coordinator, no data.  Returns the run's result."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not a distributed backend; use one of {BACKENDS} (or sp)")
-    check_federation(config, federation)
+    check_federation(config, info)
     spec = get_algorithm(config.algorithm)
-    num_clients = len(federation.clients)
-    if not 0 <= rank <= num_clients:
-        raise ValueError(f"rank {rank} is outside 0..{num_clients} (0 = server, 1..{num_clients} = clients)")
-    num_steps = total_steps(steps_per_round(spec.client.STEPS_PER_ROUND, config.schedule), config.schedule)
-    device = resolve_device(config.options.device)
+    k = len(info.clients)
     if config.options.threads:
         torch.set_num_threads(config.options.threads)
-    args = cross_silo_args(config.fedml, backend=backend, rank=rank, num_clients=num_clients, num_steps=num_steps,
-                           dataset=config.dataset, grpc_ipconfig_path=config.fedml.get("grpc_ipconfig_path"),
-                           comm=comm)
-    placeholder = torch.nn.Identity()
-    parties = read_grpc_ipconfig(args.grpc_ipconfig_path) if backend == "GRPC" else {}
-
-    if rank == 0:
-        server = spec.server(num_clients, config.schedule, config.algorithm_params, config.seed)
-        validator = update_validator(config, num_clients, federation.num_classes, uniform=spec.server.UNIFORM_UPLOADS)
-        coordinator = Coordinator(server, validator=validator)
-        heartbeats = None
-        if watch and parties:
-            heartbeats = HeartbeatMonitor({r: parties[r].address for r in range(1, num_clients + 1)},
-                                          done=lambda: coordinator.step > coordinator.num_steps,
-                                          on_lost=_exit_now, startup_timeout=STARTUP_TIMEOUT_S)
-        return _serve(config, federation, coordinator, args, placeholder, comm=comm, device=device, resume=resume,
-                      overwrite=overwrite, heartbeats=heartbeats)
-
-    silo = rank - 1
-    client = spec.client(context_factory(config, federation, pooled_data=spec.client.NEEDS_POOLED_DATA)(silo),
-                         config.algorithm_params)
-    store = SiloStore(Path(config.options.results_dir), federation.clients[silo].name,
-                      steps_per_round(spec.client.STEPS_PER_ROUND, config.schedule), num_steps,
-                      resume=resume, overwrite=overwrite)
-    trainer = AlgorithmClientTrainer(placeholder, args, client=client, num_steps=num_steps, hooks=store)
-    if parties:
-        # FedML's client sends its ONLINE status as soon as it starts and crashes if the server is
-        # not listening yet: wait for it, so that the parties can be started in any order
-        wait_until_reachable(parties[0], timeout=STARTUP_TIMEOUT_S)
-    if watch and parties:
-        HeartbeatSender(parties[0].address, rank, done=lambda: trainer.finished, on_lost=_exit_now).start()
-    run_client_manager(args, trainer, comm=comm, rank=rank, num_clients=num_clients, device=device)
-    if not trainer.finished:
-        raise RuntimeError(f"client rank {rank} stopped before the server's end message")
-    return None
-
-
-def _serve(config: RunConfig, federation: Federation, coordinator: Coordinator, args, placeholder, *, comm, device,
-           resume: bool, overwrite: bool, heartbeats: Optional[HeartbeatMonitor]) -> RunResult:
-    store, state = open_results(config, task_named(federation.task), resume=resume, overwrite=overwrite,
-                                runtime=RUNTIME)
+    server, validator = build_server(config, spec.server, k, info.num_classes)
+    coordinator = Coordinator(server, validator=validator, min_clients=config.federation.min_uploads(k))
+    store, state = open_results(config, task_named(info.task), resume=resume, overwrite=overwrite, runtime=RUNTIME)
     coordinator.store = store
     elapsed_before = 0.0
     if state is not None:
@@ -197,19 +186,60 @@ def _serve(config: RunConfig, federation: Federation, coordinator: Coordinator, 
 
     def save_round(c: Coordinator) -> None:
         if c.closing_round is not None:
-            store.save_resume({**c.state_dict(), "runtime": RUNTIME, "completed_rounds": c.closing_round + 1,
+            store.save_resume({**c.state_dict(), "runtime": RUNTIME, "completed_rounds": c.closing_round,
                                "elapsed": elapsed_before + time.perf_counter() - started})
 
-    aggregator = AlgorithmServerAggregator(placeholder, args, coordinator=coordinator, on_aggregated=save_round)
-    run_server_manager(args, aggregator, comm=comm, num_clients=coordinator.num_clients, device=device,
-                       heartbeats=heartbeats)
-    if not aggregator.finished:
-        raise RuntimeError("the server stopped before every client reported its last round")
-    if coordinator.incomplete_rounds:
-        raise RuntimeError(f"rounds {coordinator.incomplete_rounds} are missing records from some clients")
+    aggregator = AlgorithmServerAggregator(torch.nn.Identity(), SimpleNamespace(), coordinator=coordinator,
+                                           on_aggregated=save_round)
+    manager: Optional[ServerManager] = None
+    link = _link(config, backend=backend, rank=0, comm=comm, accepted=_accepted(spec, SERVER_RECEIVES),
+                 on_heartbeat=lambda rank: manager.heartbeat(rank) if manager is not None else None)
+    manager = ServerManager(link, aggregator, num_clients=k, policy=_policy(config, backend), on_lost=_exit_now,
+                            resumed=state is not None)
+    try:
+        manager.run()
+    finally:
+        link.stop_receive_message()
     elapsed = elapsed_before + time.perf_counter() - started
-    summary = store.summary(run_fields(config, [c.name for c in federation.clients], elapsed, backend=args.backend))
+    summary = store.summary(run_fields(config, list(info.clients), elapsed, backend=backend))
     return RunResult(summary=summary, results_dir=str(store.root))
+
+
+def run_client(config: RunConfig, info: FederationInfo, data: ClientData, *, rank: int, backend: str, comm=None,
+               resume: bool = False, overwrite: bool = False) -> None:
+    """Rank ``rank`` of a distributed run: silo ``rank - 1``, holding only ``data`` (its own)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is not a distributed backend; use one of {BACKENDS} (or sp)")
+    check_federation(config, info)
+    if not 1 <= rank <= len(info.clients):
+        raise ValueError(f"rank {rank} is outside 1..{len(info.clients)} (0 = server, 1..{len(info.clients)} = clients)")
+    silo = rank - 1
+    if data.name != info.clients[silo]:
+        raise ValueError(f"rank {rank} trains silo {silo} ({info.clients[silo]!r}) but holds the data of {data.name!r}")
+    spec = get_algorithm(config.algorithm)
+    if spec.client.NEEDS_POOLED_DATA:
+        raise ValueError(f"{config.algorithm} trains on every client's data in one place, which a cross-silo "
+                         "federation never has; run it with backend sp")
+    if config.options.threads:
+        torch.set_num_threads(config.options.threads)
+    spr = steps_per_round(spec.client.STEPS_PER_ROUND, config.schedule)
+    num_steps = total_steps(spr, config.schedule)
+    client = spec.client(client_context(config, silo, data, info.num_classes), config.algorithm_params)
+    store = SiloStore(Path(config.options.results_dir), data.name, spr, num_steps, resume=resume, overwrite=overwrite)
+    trainer = AlgorithmClientTrainer(torch.nn.Identity(), SimpleNamespace(), client=client, num_steps=num_steps,
+                                     hooks=store)
+    link = _link(config, backend=backend, rank=rank, comm=comm, accepted=_accepted(spec, CLIENT_RECEIVES))
+    manager = ClientManager(link, trainer, rank=rank, policy=_policy(config, backend), on_lost=_exit_now,
+                            resumed_step=store.resumed_step(), heartbeats=backend == "GRPC")
+    try:
+        manager.run()
+    finally:
+        link.stop_receive_message()
+
+
+def _accepted(spec, kinds):
+    table = schemas(spec.client, spec.server)
+    return {kind: table[kind] for kind in kinds}
 
 
 def mpi_world():

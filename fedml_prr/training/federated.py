@@ -314,8 +314,8 @@ class FederatedServer(abc.ABC):
         out = {}
         for silo in (range(self.num_clients) if silos is None else sorted(silos)):
             message: Message = {"silo": silo, "step": step, "final": step == self.num_steps}
-            if step == 1:
-                message["global_class_counts"] = self.global_class_counts.clone()
+            if 1 <= step < self.num_steps and (step - 1) % self.spr == 0:  # every round start: a silo that
+                message["global_class_counts"] = self.global_class_counts.clone()  # joins late learns them too
             if step >= 1:
                 message.update(self.payload_for(silo, step))
             out[silo] = message

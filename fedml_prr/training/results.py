@@ -170,7 +170,7 @@ class ResultsStore:
         if not self.resume_path.exists():
             raise FileNotFoundError(f"nothing to resume: {self.resume_path} does not exist "
                                     "(the run never completed a round; start it again without --resume)")
-        return torch.load(self.resume_path, weights_only=False)
+        return load_state_file(self.resume_path)
 
     def summary(self, extra: Mapping[str, Any]) -> Dict[str, Any]:
         """Selected-round and final metrics, per client and averaged over clients."""
@@ -199,6 +199,18 @@ class ResultsStore:
         })
         atomic_write_text(self.root / "summary.json", json.dumps(summary, indent=2))
         return summary
+
+
+def load_state_file(path: Path) -> Dict[str, Any]:
+    """A resume state or checkpoint written by this package, read without unpickling code
+    (``torch.load(weights_only=True)``: tensors, numbers, strings and containers only).  A file
+    that is not one - truncated, or crafted to run code - is a ``ValueError`` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        raise ValueError(f"{path} is not a state file this package wrote ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'unreadable'}); it is damaged or foreign - "
+                         "delete it and start the run again without --resume") from None
 
 
 def run_fields(config: RunConfig, clients: Sequence[str], wall_time_s: float, **extra: Any) -> Dict[str, Any]:

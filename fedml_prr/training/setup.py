@@ -9,12 +9,12 @@ through these functions, so they cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Callable, Tuple, Type
+from typing import Callable, Optional, Tuple, Type, Union
 
 import torch
 
 from ..config import RunConfig
-from ..data.federation import Federation, ImageSplit
+from ..data.federation import ClientData, Federation, FederationInfo, ImageSplit
 from ..models import build_model, model_task
 from .federated import ClientContext, FederatedServer
 from .validation import UpdateValidator
@@ -41,14 +41,15 @@ def model_factory(config: RunConfig, num_classes: int) -> Callable[[], torch.nn.
     return build
 
 
-def check_federation(config: RunConfig, federation: Federation) -> None:
-    """The config's model and client count agree with the data (clear errors otherwise)."""
-    federation.validate()
+def check_federation(config: RunConfig, federation: Union[Federation, FederationInfo]) -> None:
+    """The config's model and client count agree with the federation (clear errors otherwise)."""
+    if isinstance(federation, Federation):
+        federation.validate()
+        federation = federation.info
     clients = federation.clients
     if config.num_clients is not None and config.num_clients != len(clients):
         raise ValueError(f"client_num_in_total is {config.num_clients} but dataset {config.dataset!r} has "
-                         f"{len(clients)} clients ({', '.join(c.name for c in clients)}); "
-                         "set client_num_in_total to match or remove it")
+                         f"{len(clients)} clients ({', '.join(clients)}); set client_num_in_total to match or remove it")
     if model_task(config.model) != federation.task:
         raise ValueError(f"model {config.model!r} is a {model_task(config.model)} model but dataset {federation.name!r} "
                          f"is {federation.task}; pick a {federation.task} model (see docs/algorithm.md)")
@@ -75,12 +76,21 @@ def context_factory(config: RunConfig, federation: Federation, *,
     def make_context(silo: int) -> ClientContext:
         if not 0 <= silo < len(federation.clients):
             raise ValueError(f"silo {silo} is outside 0..{len(federation.clients) - 1}")
-        return ClientContext(silo=silo, data=federation.clients[silo], num_classes=federation.num_classes,
-                             build_model=build, schedule=config.schedule, device=device, seed=config.seed,
-                             eval_batch_size=config.options.eval_batch_size, augment=config.options.augment,
-                             pooled_train=pooled)
+        return client_context(config, silo, federation.clients[silo], federation.num_classes, device=device,
+                              build=build, pooled=pooled)
 
     return make_context
+
+
+def client_context(config: RunConfig, silo: int, data: ClientData, num_classes: int, *,
+                   device: Optional[torch.device] = None, build: Optional[Callable[[], torch.nn.Module]] = None,
+                   pooled: Optional[ImageSplit] = None) -> ClientContext:
+    """The context of silo ``silo`` holding ``data`` (one party of a distributed run holds only its own)."""
+    return ClientContext(silo=silo, data=data, num_classes=num_classes,
+                         build_model=build or model_factory(config, num_classes), schedule=config.schedule,
+                         device=device or resolve_device(config.options.device), seed=config.seed,
+                         eval_batch_size=config.options.eval_batch_size, augment=config.options.augment,
+                         pooled_train=pooled)
 
 
 def build_server(config: RunConfig, server_class: Type[FederatedServer], num_clients: int,
