@@ -24,7 +24,7 @@ import yaml
 from .algorithms import ALGORITHMS
 from .config import ConfigError, RunConfig, flatten_sections, load_config, paper_scale_preset
 from .data import build_federation, dataset_options, dataset_task
-from .data.federation import Federation
+from .data.federation import ClientData, Federation, FederationInfo
 
 ConfigSource = Union[str, Path, Mapping[str, Any], None]
 
@@ -98,13 +98,33 @@ def run(config: RunConfig, *, federation: Optional[Federation] = None, resume: b
                               resume=resume, overwrite=overwrite, progress=progress)
 
 
+def federation_info(config: RunConfig) -> FederationInfo:
+    """The federation's shape without reading its data (what a server needs): from the config's
+    ``prr_clients`` and ``prr_class_names`` when given, else from the dataset's description."""
+    f = config.federation
+    if f.clients is not None and f.class_names is not None:
+        return FederationInfo(config.dataset, dataset_task(config.dataset), tuple(f.class_names), tuple(f.clients))
+    return federation_for(config).info
+
+
+def client_data(config: RunConfig, silo: int) -> ClientData:
+    """Silo ``silo``'s own data."""
+    return federation_for(config).clients[silo]
+
+
 def run_party(config: RunConfig, *, rank: int, backend: str, comm=None, federation: Optional[Federation] = None,
               resume: bool = False, overwrite: bool = False):
-    """This process's part of a distributed run (rank 0 = server, returns the result; clients: None)."""
-    from .runtime.distributed import run_distributed
+    """This process's part of a distributed run: rank 0 is the server (it holds no data and returns
+    the run's result), rank ``k`` the client of silo ``k - 1`` (it holds only its own data; None)."""
+    from .runtime.distributed import run_client, run_server
 
-    return run_distributed(config, federation if federation is not None else federation_for(config), rank=rank,
-                           backend=backend, comm=comm, resume=resume, overwrite=overwrite)
+    info = federation.info if federation is not None else federation_info(config)
+    if rank == 0:
+        return run_server(config, info, backend=backend, comm=comm, resume=resume, overwrite=overwrite)
+    if not 1 <= rank <= len(info.clients):
+        raise ValueError(f"rank {rank} is outside 0..{len(info.clients)} (0 = server, 1..{len(info.clients)} = clients)")
+    data = federation.clients[rank - 1] if federation is not None else client_data(config, rank - 1)
+    return run_client(config, info, data, rank=rank, backend=backend, comm=comm, resume=resume, overwrite=overwrite)
 
 
 def run_federation(federation: Federation, *, algorithm: str = "PRR", config: ConfigSource = None,

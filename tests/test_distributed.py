@@ -22,6 +22,7 @@ from fedml_prr.api import make_config, run
 from fedml_prr.data.federation import Federation
 from fedml_prr.runtime.launch import free_ports, launch_grpc_federation
 from fedml_prr.runtime.parties import write_grpc_ipconfig
+from fedml_prr.runtime.provision import provision
 
 from fedtiny import tiny_federation, write_image_folder
 
@@ -184,27 +185,48 @@ def test_a_corrupt_update_is_rejected_by_the_mpi_server_naming_the_silo(tmp_path
 
 def start_party(config_file: Path, ipconfig: Path, results_dir: Path, rank: int, log: Path, *extra):
     role = ["--role", "server"] if rank == 0 else ["--role", "client", "--rank", str(rank)]
-    command = [sys.executable, "-m", "fedml_prr", "run", "--cf", str(config_file), "--no-progress",
+    command = [sys.executable, "-m", "fedml_prr", "-v", "run", "--cf", str(config_file), "--no-progress",
                "--set", "backend=GRPC", "--set", f"grpc_ipconfig_path={ipconfig}",
                "--set", f"prr_results_dir={results_dir}", *role, *extra]
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=subprocess_env())
 
 
-def test_grpc_killed_client_stops_the_federation_and_resume_finishes_it(tmp_path, data_root):
+def kit_settings(kits, rank):
+    kit = kits[rank]
+    return ["--set", f"prr_tls_cert={kit.cert}", "--set", f"prr_tls_key={kit.key}", "--set", f"prr_tls_ca={kit.ca}"]
+
+
+def wait_for_file(path: Path, processes, logs, what: str):
+    deadline = time.monotonic() + HARD_TIMEOUT
+    while not path.exists():
+        for rank, p in processes.items():
+            assert p.poll() is None, logs[rank].read_text()
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.05)
+
+
+def wait_for_log(log: Path, text: str, process, count: int = 1):
+    deadline = time.monotonic() + HARD_TIMEOUT
+    while log.read_text().count(text) < count:
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"{text!r} never appeared in {log}:\n{log.read_text()}"
+        time.sleep(0.05)
+
+
+def test_grpc_killed_client_with_fail_fast_stops_the_federation_and_resume_finishes_it(tmp_path, data_root):
     config_file = write_config(tmp_path, data_root, rounds=3)
     single_process(config_file, tmp_path / "sp")
     results_dir = tmp_path / "grpc"
     ipconfig = tmp_path / "ipconfig.csv"
     write_grpc_ipconfig(str(ipconfig), free_ports(3))
+    kits = {k.rank: k for k in provision(tmp_path / "tls", ["server", "A", "B"])}
     logs = {r: tmp_path / f"rank{r}.log" for r in range(3)}
-    parties = {r: start_party(config_file, ipconfig, results_dir, r, logs[r]) for r in range(3)}
+    fail_fast = ["--set", "prr_dropout=fail", "--set", "prr_heartbeat_timeout_s=5"]
+    parties = {r: start_party(config_file, ipconfig, results_dir, r, logs[r], *fail_fast, *kit_settings(kits, r))
+               for r in range(3)}
     try:
-        marker = results_dir / "checkpoints" / "last" / "B.pt"  # client rank 2 completed round 0
-        deadline = time.monotonic() + HARD_TIMEOUT
-        while not marker.exists():
-            assert parties[2].poll() is None, logs[2].read_text()
-            assert time.monotonic() < deadline, "round 0 never completed"
-            time.sleep(0.05)
+        # client rank 2 completed round 0
+        wait_for_file(results_dir / "checkpoints" / "last" / "B.pt", parties, logs, "round 0")
         parties[2].send_signal(signal.SIGKILL)
         for rank in (0, 1):
             parties[rank].wait(timeout=120)  # the others notice and exit instead of waiting forever
@@ -214,13 +236,54 @@ def test_grpc_killed_client_stops_the_federation_and_resume_finishes_it(tmp_path
                 p.kill()
     server_log, client_log = logs[0].read_text(), logs[1].read_text()
     assert parties[0].returncode != 0 and parties[1].returncode != 0, server_log + client_log
-    assert "client rank 2 (silo 1)" in server_log and "sent no heartbeat" in server_log, server_log
+    assert "client rank 2 (silo 1)" in server_log and "prr_dropout: fail" in server_log, server_log
     assert "the server" in client_log and "stopped answering" in client_log, client_log
 
-    parties = {r: start_party(config_file, ipconfig, results_dir, r, logs[r], "--resume") for r in range(3)}
+    logs = {r: tmp_path / f"rank{r}.resume.log" for r in range(3)}
+    parties = {r: start_party(config_file, ipconfig, results_dir, r, logs[r], "--resume", *fail_fast,
+                              *kit_settings(kits, r)) for r in range(3)}
     for rank, p in parties.items():
         assert p.wait(timeout=HARD_TIMEOUT) == 0, logs[rank].read_text()
     assert records(results_dir) == records(tmp_path / "sp")
+
+
+def test_grpc_federation_goes_on_without_a_killed_client_which_rejoins_with_resume(tmp_path, data_root):
+    config_file = write_config(tmp_path, data_root, algorithm="FedAvg", rounds=40, epochs=1)
+    results_dir = tmp_path / "grpc"
+    ipconfig = tmp_path / "ipconfig.csv"
+    write_grpc_ipconfig(str(ipconfig), free_ports(3))
+    kits = {k.rank: k for k in provision(tmp_path / "tls", ["server", "A", "B"])}
+    logs = {r: tmp_path / f"rank{r}.log" for r in range(3)}
+    quick = ["--set", "prr_heartbeat_timeout_s=3"]
+    parties = {r: start_party(config_file, ipconfig, results_dir, r, logs[r], *quick, *kit_settings(kits, r))
+               for r in range(3)}
+    restarted = None
+    try:
+        wait_for_file(results_dir / "checkpoints" / "last" / "B.pt", parties, logs, "round 0")
+        parties[2].send_signal(signal.SIGKILL)
+        wait_for_log(logs[0], "goes on without it", parties[0])
+        restart_log = tmp_path / "rank2.restart.log"
+        restarted = start_party(config_file, ipconfig, results_dir, 2, restart_log, "--resume", *quick,
+                                *kit_settings(kits, 2))
+        for rank in (0, 1):
+            assert parties[rank].wait(timeout=HARD_TIMEOUT) == 0, logs[rank].read_text()
+        assert restarted.wait(timeout=60) == 0, restart_log.read_text()
+    finally:
+        for p in [*parties.values(), restarted]:
+            if p is not None and p.poll() is None:
+                p.kill()
+    server_log = logs[0].read_text()
+    assert "client rank 2 (silo 1) sent no heartbeat" in server_log, server_log
+    assert server_log.count("client rank 2 (silo 1) joined") == 2, server_log
+    by_client = {}
+    for record in records(results_dir):
+        by_client.setdefault(record["client"], []).append(record)
+    assert [r["round"] for r in by_client["A"]] == list(range(40))  # A took part in every round
+    rounds_b = [r["round"] for r in by_client["B"]]
+    gap = sorted(set(range(40)) - set(rounds_b))
+    assert rounds_b[0] == 0 and gap and rounds_b[-1] == 39, rounds_b  # B missed some rounds, then came back
+    back = next(r for r in by_client["B"] if r["round"] > gap[0])
+    assert back["missed_rounds"] == [g for g in gap if g < back["round"]]
 
 
 def test_fedml_own_mpi_fedavg_and_fedprox_run_side_by_side_with_a_proximal_term(tmp_path, data_root):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ..algorithms import ALGORITHMS
@@ -35,7 +36,10 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         document = read_yaml(args.cf)
         native = native_algorithm(args.algorithm or flatten_sections(document)[0].get("federated_optimizer"))
-        config = make_config(document, algorithm=native or args.algorithm, overrides=parse_assignments(args.set),
+        overrides = parse_assignments(args.set)
+        if args.insecure:
+            overrides["prr_insecure"] = True
+        config = make_config(document, algorithm=native or args.algorithm, overrides=overrides,
                              paper_scale=args.paper_scale)
     except (ConfigError, KeyError, FileNotFoundError, ValueError) as exc:
         return fail(f"config error: {exc.args[0] if isinstance(exc, KeyError) else exc}", 2)
@@ -115,6 +119,21 @@ def prepare_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def provision_command(args: argparse.Namespace) -> int:
+    """``fedml-prr provision``: a federation CA and one TLS kit per party."""
+    from ..runtime.provision import provision
+
+    try:
+        parties = parse_list(args.parties, what="--parties")
+        kits = provision(Path(args.out), parties, federation=args.federation, days=args.days, overwrite=args.overwrite)
+    except (ConfigError, FileExistsError, ValueError) as exc:
+        return fail(f"error: {exc}")
+    for kit, name in zip(kits, parties):
+        print(f"rank {kit.rank:<3} {name:<16} {kit.folder}/ (key.pem, cert.pem, ca.pem, party.yaml)")
+    print(f"CA in {Path(args.out) / 'ca'}/: keep ca.key offline; copy each party's folder to its machine only")
+    return 0
+
+
 def algorithms_command(args: Optional[argparse.Namespace] = None) -> int:
     """``fedml-prr algorithms``: every registered algorithm and its one-line summary."""
     for name in ALGORITHMS.names():
@@ -123,4 +142,4 @@ def algorithms_command(args: Optional[argparse.Namespace] = None) -> int:
 
 
 COMMANDS: Mapping[str, Any] = {"run": run_command, "compare": compare_command, "prepare": prepare_command,
-                               "algorithms": algorithms_command}
+                               "provision": provision_command, "algorithms": algorithms_command}

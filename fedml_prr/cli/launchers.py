@@ -123,6 +123,7 @@ def grpc_federation_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue every party from the last completed round")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in the results folder")
     parser.add_argument("--timeout", type=float, default=24 * 3600.0, help="stop everything after this many seconds")
+    parser.add_argument("--insecure", action="store_true", help="plain TCP instead of mutual TLS (no throwaway CA)")
     args = parser.parse_args(argv)
 
     try:
@@ -134,10 +135,12 @@ def grpc_federation_main(argv: Optional[Sequence[str]] = None) -> int:
             (["--resume"] if args.resume else []) + (["--overwrite"] if args.overwrite else [])
     outcome = launch_grpc_federation(args.cf, num_clients=clients,
                                      results_dir=args.results_dir or config.options.results_dir,
-                                     settings=args.set, extra_args=extra, timeout=args.timeout)
+                                     settings=args.set, extra_args=extra, timeout=args.timeout,
+                                     insecure=args.insecure)
     print(outcome.log(0), end="")
-    if outcome.returncode != 0:
-        print(f"party rank {outcome.failed_rank} failed (exit {outcome.returncode}); its log:\n"
+    if outcome.failed_rank is not None:
+        code = outcome.exit_codes[outcome.failed_rank]
+        print(f"party rank {outcome.failed_rank} failed first (exit {code}); its log:\n"
               f"{outcome.log(outcome.failed_rank)}", file=sys.stderr)
     print(f"federation of 1 server + {clients} clients over gRPC: {outcome.wall_time_s:.0f} s; logs in "
           f"{outcome.logs[0].parent}/")

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--role", choices=("server", "client"),
                      help="cross-silo over gRPC: this process's role (addresses in grpc_ipconfig_path)")
     run.add_argument("--rank", type=int, help="cross-silo client rank 1..K (trains silo rank-1); the server is 0")
+    run.add_argument("--insecure", action="store_true",
+                     help="cross-silo over plain TCP: no TLS, no party identities (a closed test network only)")
 
     mpirun = sub.add_parser(
         "mpirun", help="run a config under MPI: rank 0 server, ranks 1..K clients (wraps mpirun)",
@@ -75,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", default="0,1,2", metavar="S,S,...",
                          help="comma-separated random seeds (default: 0,1,2)")
     compare.add_argument("--out", help="comparison folder (default: <prr_results_dir of the config>/compare)")
+
+    provision = sub.add_parser(
+        "provision", help="create a federation CA and one TLS kit per party (key, certificate, CA, config part)",
+        description="Create <out>/ca (the CA's key and certificate: keep the key offline) and <out>/<party>/ "
+                    "(key.pem, cert.pem, ca.pem, party.yaml) for the server and each client, in rank order. Copy "
+                    "each party's folder to its machine only; see docs/security.md.")
+    provision.add_argument("--parties", required=True, metavar="server,A,B,...",
+                           help="the server's name then the clients' (silo) names, in rank order")
+    provision.add_argument("--out", required=True, help="folder for the CA and the kits (must be new or empty)")
+    provision.add_argument("--federation", default="fedml-prr", help="the federation's name (in the certificates)")
+    provision.add_argument("--days", type=int, default=365, help="certificate validity in days (default: 365)")
+    provision.add_argument("--overwrite", action="store_true", help="replace the kits in a non-empty --out")
 
     sub.add_parser("algorithms", help="list the registered algorithms")
     sub.add_parser("exec", help="run an unmodified FedML main script with this plugin installed "

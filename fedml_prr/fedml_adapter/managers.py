@@ -144,16 +144,24 @@ class ServerManager:
 
     # ----------------------------------------------------------------- the run
     def run(self) -> None:
-        self._await_clients(len(self.ranks) if not self.resumed else self.coordinator.min_clients)
+        # at the start (fresh or resumed) every client is awaited; a resumed run may go on without
+        # the missing ones once the startup timeout has passed (a fresh one cannot: the handshake)
+        self._await_clients(len(self.ranks) if not self.resumed else self.coordinator.min_clients, everyone=True)
         while not self.aggregator.finished:
             self._step()
         self._end()
 
-    def _await_clients(self, needed: int) -> None:
+    def _await_clients(self, needed: int, *, everyone: bool = False) -> None:
+        """Wait until every client has joined (``everyone``) or ``needed`` have; after the startup
+        timeout, go on with ``needed`` or stop naming the missing clients."""
         deadline = time.monotonic() + self.policy.startup_timeout
-        while len(self.joined) < needed:
+        while len(self.joined) < (len(self.ranks) if everyone else needed):
             if time.monotonic() > deadline:
                 missing = [role(r) for r in self.ranks if r not in self.joined]
+                if len(self.joined) >= needed:
+                    logger.warning("going on without %s: not there after %.0f s", ", ".join(missing),
+                                   self.policy.startup_timeout)
+                    return
                 self.on_lost(f"{', '.join(missing)} did not come up within {self.policy.startup_timeout:.0f} s "
                              f"({len(self.joined)} of the {needed} needed did); start them, or check grpc_ipconfig_path")
                 raise RuntimeError("clients missing at start")
