@@ -176,7 +176,8 @@ def check_images_exist(records: Iterable[Record], listed_in: Path) -> None:
     for r in records:
         if not r.path.is_file():
             raise FileNotFoundError(f"missing image {r.path} (image {r.image_id!r} listed in {listed_in}); "
-                                    "restore the file or remove its row")
+                                    "restore the file or remove its row (a copy holding some clients' images only: "
+                                    "build those with the dataset option clients: [...])")
 
 
 # ------------------------------------------------------------------------------------ splitting

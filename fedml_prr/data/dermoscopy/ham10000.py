@@ -88,8 +88,10 @@ def read_ham10000(root: Path, *, clients: Sequence[str] = HAM_SOURCES, classes: 
             continue
         image_id = row["image_id"]
         if image_id not in files:
-            raise FileNotFoundError(f"missing image {image_id}.jpg (listed in {metadata} line {line}) in "
-                                    f"{' and '.join(str(root / f) for f in HAM_IMAGE_FOLDERS)}; restore it")
+            folders = " and ".join(str(root / f) for f in HAM_IMAGE_FOLDERS)
+            raise FileNotFoundError(f"missing image {image_id}.jpg (listed in {metadata} line {line}) in {folders}; "
+                                    "restore it (a copy holding some sources' images only: build those with the "
+                                    "dataset option clients: [...])")
         records.append(Record(image_id=image_id, path=files[image_id], client=source, split="train",
                               label=class_names.index(dx), lesion_id=row["lesion_id"] or image_id))
     manifest = Manifest("ham10000", root, class_names, tuple(clients), tuple(records), label_file=metadata,

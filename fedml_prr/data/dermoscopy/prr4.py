@@ -50,7 +50,9 @@ def read_prr4(root: Path, *, clients: Sequence[str] = PRR_CLIENTS, split: str = 
     labels = {str(i): i for i in range(len(PRR_CLASS_NAMES))}
     records = []
     for client in clients:
-        image_dir = require_dir(root / f"client{client}" / PRR_IMAGE_FOLDER, LAYOUT_HINT)
+        image_dir = require_dir(root / f"client{client}" / PRR_IMAGE_FOLDER,
+                                f"{LAYOUT_HINT} (a copy of some clients only: name them with the option "
+                                "clients: [...])")
         for part in SPLITS:
             csv_path = root / PRR_CSV_FOLDER / f"client{client}" / f"{part}_client{client}.csv"
             rows = read_csv_rows(csv_path, ("image_id", "label"), what=LAYOUT_HINT)
