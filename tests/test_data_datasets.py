@@ -18,14 +18,17 @@ def test_every_spec_knows_its_task_and_options():
         assert isinstance(spec, DatasetSpec) and spec.task in TASKS and spec.name == name
         assert dataset_task(name) == ("segmentation" if name in SEGMENTATION else "classification")
         assert "seed" not in spec.options and "image_size" not in spec.options
-    assert dataset_options("derm_synthetic") == {"scale": 0.25}
-    assert dataset_options("prostate_synthetic") == {"cases": (5, 2, 2), "slices_per_case": 10, "sites": 5}
+        assert list(spec.options)[-2:] == ["clients", "class_names"]  # every dataset: all clients, its classes
+        assert spec.options["clients"] is None and spec.options["class_names"] is None
+    assert dataset_options("derm_synthetic") == {"scale": 0.25, "clients": None, "class_names": None}
+    assert dataset_options("prostate_synthetic") == {"cases": (5, 2, 2), "slices_per_case": 10, "sites": 5,
+                                                     "clients": None, "class_names": None}
     for layout in ("derm_prr4", "isic2019", "ham10000", "derm_prr3"):
         options = dataset_options(layout)
         assert list(options)[:3] == ["root", "cache", "workers"] and "split_seed" in options
     assert "split_csv" in dataset_options("isic2019") and "classes" in dataset_options("ham10000")
     dataset_options("derm_synthetic")["scale"] = 9  # a copy: the spec is unchanged
-    assert dataset_options("derm_synthetic") == {"scale": 0.25}
+    assert dataset_options("derm_synthetic")["scale"] == 0.25
     with pytest.raises(KeyError, match="known datasets"):
         dataset_options("derm_synthtic")
 
@@ -44,10 +47,11 @@ def test_stated_defaults_are_the_factory_defaults(name, options):
 
 
 @pytest.mark.parametrize("name,bad,listed", [
-    ("derm_synthetic", "scal", "scale"),
+    ("derm_synthetic", "scal", "scale, clients, class_names"),
     ("prostate_saml", "site", "root, sites, keep_empty_slices, clip_percentile, split_fractions, split_file, cache, "
-                              "cache_dir"),
-    ("isic2019", "spilt", "root, cache, workers, split, split_seed, valid_fraction, split_file, split_csv"),
+                              "cache_dir, clients, class_names"),
+    ("isic2019", "spilt", "root, cache, workers, split, split_seed, valid_fraction, split_file, split_csv, clients, "
+                          "class_names"),
 ])
 def test_an_unknown_option_is_a_one_line_value_error(name, bad, listed):
     with pytest.raises(ValueError) as info:

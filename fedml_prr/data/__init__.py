@@ -4,7 +4,10 @@ Pure torch / numpy / PIL; nothing here imports ``fedml``. Importing the package 
 built-in datasets (``derm_synthetic``, ``image_folder``, the dermoscopy layouts ``derm_prr4``,
 ``derm_prr3``, ``isic2019``, ``ham10000``, and the prostate ones ``prostate_synthetic``,
 ``prostate_saml``, ``prostate_prr``); each registry entry is a
-:class:`~fedml_prr.data.datasets.DatasetSpec` carrying its task and its options.
+:class:`~fedml_prr.data.datasets.DatasetSpec` carrying its task and its options.  Every dataset
+can be built for some of its clients only (option ``clients``) with a fixed class list (option
+``class_names``), see :mod:`fedml_prr.data.selection`; :func:`describe_dataset` tells the
+federation's shape without its data.
 """
 
 from fedml_prr.data import (  # noqa: F401  (importing registers the datasets)
@@ -19,12 +22,14 @@ from fedml_prr.data.datasets import (
     DatasetSpec,
     build_federation,
     dataset_options,
+    describe_dataset,
     dataset_task,
     register_dataset,
 )
 from fedml_prr.data.federation import (
     ClientData,
     Federation,
+    FederationInfo,
     ImageSplit,
     federation_from_datasets,
 )
@@ -34,11 +39,13 @@ __all__ = [
     "ClientData",
     "DatasetSpec",
     "Federation",
+    "FederationInfo",
     "ImageSplit",
     "build_federation",
     "dataset_options",
     "dataset_task",
     "dermoscopy",
+    "describe_dataset",
     "federation_from_datasets",
     "folder",
     "prostate",

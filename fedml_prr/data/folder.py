@@ -4,8 +4,11 @@ Layout::
 
     <root>/<client>/{train,valid,test}/<class_name>/<image files>
 
-Clients are the sorted sub-folders of ``root`` (hidden ones skipped). Class names are the sorted
-union of the class folders found in the clients' ``train`` splits; a client may lack some classes
+Clients are the sorted sub-folders of ``root`` (hidden ones skipped); the option ``clients``
+reads only the named ones (a hospital's ``root`` may hold its own folder only). Class names are
+the option ``class_names`` if given (folders are mapped to it by name: a client, or every loaded
+client, may lack a class; a folder of another class is an error), else the sorted union of the
+class folders found in the loaded clients' ``train`` splits; a client may lack some classes
 (imbalanced data), but a class folder in ``valid``/``test`` that no train split has is an error.
 Images are decoded by :func:`~fedml_prr.data.images.decode_image` as the dermoscopy layouts
 are: read with PIL (JPEGs at a reduced DCT scale still at least ``image_size``), converted to
@@ -17,13 +20,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from fedml_prr.data.datasets import register_dataset
-from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
+from fedml_prr.data.federation import SPLITS, ClientData, Federation, FederationInfo, ImageSplit
 from fedml_prr.data.images import decode_images
+from fedml_prr.data.selection import name_list, select_clients
 
 logger = logging.getLogger(__name__)
 
@@ -54,16 +58,26 @@ def load_image_folder_federation(
     *,
     image_size: int,
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    clients: Optional[Sequence[str]] = None,
+    class_names: Optional[Sequence[str]] = None,
 ) -> Federation:
     """Read ``<root>/<client>/<split>/<class_name>/<image>`` into a :class:`Federation`.
+
+    Parameters
+    ----------
+    clients:
+        Read only these client folders (default: every one); the others need not exist.
+    class_names:
+        Label ``i`` means ``class_names[i]`` (default: the loaded train splits' class folders, sorted).
 
     Raises
     ------
     FileNotFoundError
         ``root`` or a client's ``train``/``valid``/``test`` folder is missing.
     ValueError
-        No client folders, no images at all, a client with no training images, a valid/test class
-        folder unknown to every train split ("mismatched classes"), or an unreadable image.
+        No client folders, a client in ``clients`` without a folder, no images at all, a client
+        with no training images, a valid/test class folder unknown to every train split
+        ("mismatched classes") or a class folder not in ``class_names``, or an unreadable image.
     """
     root = Path(root)
     extensions = tuple(e.lower() for e in extensions)
@@ -72,16 +86,25 @@ def load_image_folder_federation(
     client_dirs = _subdirs(root)
     if not client_dirs:
         raise ValueError(f"no client folders in {root}; expected <root>/<client>/<split>/<class>/<images>")
+    selected = select_clients("image_folder", [d.name for d in client_dirs], clients, where=f"in {root}")
+    client_dirs = [d for d in client_dirs if d.name in selected]
     for client_dir in client_dirs:
         for split in SPLITS:
             if not (client_dir / split).is_dir():
                 raise FileNotFoundError(f"missing split folder {client_dir / split}; create it (it may be empty)")
 
-    class_names = sorted({d.name for c in client_dirs for d in _subdirs(c / "train")})
+    given = name_list(class_names, "class_names", "image_folder")
+    class_names = list(given) if given else sorted({d.name for c in client_dirs for d in _subdirs(c / "train")})
+    if given is None and clients is not None:
+        logger.warning("image_folder: class names %s read from the folders of %s only; give class_names so labels "
+                       "are numbered as in the whole federation", class_names, ", ".join(selected))
     n_images = 0
     for client_dir in client_dirs:
         for split in SPLITS:
             for class_dir in _subdirs(client_dir / split):
+                if given and class_dir.name not in given:
+                    raise ValueError(f"{class_dir} is class {class_dir.name!r}, which is not in class_names "
+                                     f"{list(given)}; add it to class_names or remove the folder")
                 if class_dir.name not in class_names:
                     raise ValueError(
                         f"mismatched classes: {class_dir} is class {class_dir.name!r}, which no client's train "
@@ -103,10 +126,23 @@ def load_image_folder_federation(
     return Federation(root.name or "image_folder", tuple(class_names), tuple(clients))
 
 
-@register_dataset("image_folder")
+def describe(options: Mapping[str, Any]) -> Optional[FederationInfo]:
+    """The shape of an ``image_folder`` federation when the options give both ``clients`` and
+    ``class_names`` (clients sorted, as the folders are read); else None (only the folders tell)."""
+    clients = name_list(options["clients"], "clients", "image_folder")
+    class_names = name_list(options["class_names"], "class_names", "image_folder")
+    if clients is None or class_names is None:
+        return None
+    name = Path(options["root"]).name if options["root"] is not None else ""
+    return FederationInfo(name or "image_folder", "classification", class_names, tuple(sorted(clients)))
+
+
+@register_dataset("image_folder", describe=describe)
 def build(*, seed: int, image_size: int, root: Optional[Union[str, Path]] = None,
-          extensions: Sequence[str] = DEFAULT_EXTENSIONS) -> Federation:
+          extensions: Sequence[str] = DEFAULT_EXTENSIONS, clients: Optional[Sequence[str]] = None,
+          class_names: Optional[Sequence[str]] = None) -> Federation:
     """Registry factory for :func:`load_image_folder_federation`; ``seed`` is unused (splits are on disk)."""
     if root is None:
         raise ValueError("dataset 'image_folder' needs the option root=<folder with one sub-folder per client>")
-    return load_image_folder_federation(root, image_size=image_size, extensions=extensions)
+    return load_image_folder_federation(root, image_size=image_size, extensions=extensions, clients=clients,
+                                        class_names=class_names)

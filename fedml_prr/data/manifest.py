@@ -82,13 +82,16 @@ class Manifest:
     root:
         Folder the layout was read from.
     class_names, clients:
-        Label ``i`` means ``class_names[i]``; clients in silo order.
+        Label ``i`` means ``class_names[i]``; the clients read, in silo order.
     records:
         Every image; :meth:`ordered` sorts them by (client, split), keeping file order within.
     options:
         The layout options it was read with, defaults filled in (JSON values).
     label_file:
         The file the labels came from, named by errors about the labels.
+    layout_clients:
+        Every client of the layout (the federation's silos), when :attr:`clients` are some of
+        them (option ``clients``); empty: the same as :attr:`clients`.
     """
 
     dataset: str
@@ -98,6 +101,17 @@ class Manifest:
     records: Tuple[Record, ...]
     options: Dict[str, Any] = field(default_factory=dict)
     label_file: Optional[Path] = None
+    layout_clients: Tuple[str, ...] = ()
+
+    @property
+    def all_clients(self) -> Tuple[str, ...]:
+        """Every client of the layout: a client's position here seeds its splits."""
+        return self.layout_clients or self.clients
+
+    @property
+    def restricted(self) -> bool:
+        """True when only some of the layout's clients were read."""
+        return self.all_clients != self.clients
 
     def ordered(self) -> "Manifest":
         """The same manifest with records grouped by client (silo order) then split."""
@@ -115,7 +129,8 @@ class Manifest:
         return out
 
     def validate(self) -> None:
-        """Raise ``ValueError`` (naming :attr:`label_file`) for an empty client or an absent class."""
+        """Raise ``ValueError`` (naming :attr:`label_file`) for an empty client or, when every
+        client was read, a class without a training image."""
         where = self.label_file or self.root
         known = set(self.clients)
         ids = Counter(r.image_id for r in self.records)
@@ -132,6 +147,8 @@ class Manifest:
         for client in self.clients:
             if sum(counts[client]["train"]) == 0:
                 raise ValueError(f"{where}: client {client!r} has no training images; add some or drop the client")
+        if self.restricted:  # the other clients may hold the classes these lack
+            return
         train_total = np.sum([counts[c]["train"] for c in self.clients], axis=0)
         absent = [self.class_names[i] for i in range(len(self.class_names)) if train_total[i] == 0]
         if absent:
@@ -159,7 +176,8 @@ def check_images_exist(records: Iterable[Record], listed_in: Path) -> None:
     for r in records:
         if not r.path.is_file():
             raise FileNotFoundError(f"missing image {r.path} (image {r.image_id!r} listed in {listed_in}); "
-                                    "restore the file or remove its row")
+                                    "restore the file or remove its row (a copy holding some clients' images only: "
+                                    "build those with the dataset option clients: [...])")
 
 
 # ------------------------------------------------------------------------------------ splitting
@@ -210,7 +228,11 @@ def client_rng(split_seed: int, client_index: int) -> np.random.Generator:
 
 def lesion_resplit(records: Sequence[Record], clients: Sequence[str], split_seed: int,
                    fractions: Sequence[float] = RESPLIT_FRACTIONS) -> List[Record]:
-    """Re-split each client's images into train/valid/test by lesion (no lesion in two splits)."""
+    """Re-split each client's images into train/valid/test by lesion (no lesion in two splits).
+
+    ``clients`` are every client of the layout: client ``k`` draws from :func:`client_rng`
+    ``(split_seed, k)``, so its split does not depend on which other clients have records.
+    """
     out = list(records)
     for k, client in enumerate(clients):
         idx = [i for i, r in enumerate(records) if r.client == client]
@@ -225,7 +247,8 @@ def lesion_resplit(records: Sequence[Record], clients: Sequence[str], split_seed
 
 def carve_valid(records: Sequence[Record], clients: Sequence[str], split_seed: int,
                 valid_fraction: float) -> List[Record]:
-    """Move a seeded, class-stratified ``valid_fraction`` of each client's train images to valid."""
+    """Move a seeded, class-stratified ``valid_fraction`` of each client's train images to valid
+    (``clients``: every client of the layout, seeded by position as in :func:`lesion_resplit`)."""
     if not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
     out = list(records)
@@ -251,9 +274,10 @@ def split_rows(manifest: Manifest) -> List[Tuple[str, str, str, str, str]]:
             for r in manifest.ordered().records]
 
 
-def apply_split_file(path: PathLike, records: Sequence[Record]) -> List[Record]:
-    """Records with the splits of a split file; it must list exactly these images and clients."""
-    rows = read_split_file(path, item_column="image_id")
+def apply_split_file(path: PathLike, records: Sequence[Record], *, other_clients: Sequence[str] = ()) -> List[Record]:
+    """Records with the splits of a split file; it must list exactly these images and clients
+    (its rows of ``other_clients``, the layout's clients not read, are ignored)."""
+    rows = [r for r in read_split_file(path, item_column="image_id") if r.client not in other_clients]
     repeated = [item for item, n in Counter(r.item for r in rows).items() if n > 1]
     if repeated:
         raise ValueError(f"split file {path}: image {repeated[0]!r} is listed twice; {REDRAW_HINT}")
@@ -268,7 +292,8 @@ def use_split_file(manifest: Manifest, split_file: Optional[PathLike]) -> Manife
     path = Path(split_file)
     if path.is_file():
         logger.info("%s: splits read from %s", manifest.dataset, path)
-        return replace(manifest, records=tuple(apply_split_file(path, manifest.records)))
+        others = [c for c in manifest.all_clients if c not in manifest.clients]
+        return replace(manifest, records=tuple(apply_split_file(path, manifest.records, other_clients=others)))
     write_split_file(path, split_rows(manifest), item_column="image_id", extra_columns=SPLIT_EXTRA_COLUMNS)
     logger.info("%s: split written to %s", manifest.dataset, path)
     return manifest

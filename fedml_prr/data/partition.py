@@ -31,7 +31,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
+from fedml_prr.data.federation import SPLITS, ClientData, Federation, FederationInfo, ImageSplit
 
 logger = logging.getLogger(__name__)
 
@@ -128,33 +128,70 @@ def dirichlet_partition(federation: Federation, *, alpha: float, clients: Option
         new_clients.append(ClientData(f"P{k}", **parts))
     logger.info("Dirichlet partition of %s: alpha %g, %d clients, seed %d (draw %d)", federation.name, alpha,
                 clients, seed, draw)
-    return Federation(f"{federation.name} dirichlet(alpha={alpha:g}, seed={seed})", federation.class_names,
+    return Federation(partition_name(federation.name, alpha=alpha, seed=seed), federation.class_names,
                       tuple(new_clients))
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def split_partition_options(options: Mapping[str, Any]) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
     """``(partition options or None, dataset factory options)`` of ``prr_dataset_options``.
 
-    Raises ``ValueError`` when partition keys come without ``partition`` or name an unknown one.
+    ``clients`` is the partition's client count when it is a number and the dataset's own option
+    (the clients to build, :mod:`fedml_prr.data.selection`) when it is a list of names.
+
+    Raises ``ValueError`` when partition keys come without ``partition``, name an unknown one, or
+    ``partition`` comes with a list of client names.
     """
     partition = {k: options[k] for k in PARTITION_KEYS if k in options}
     rest = {k: v for k, v in options.items() if k not in PARTITION_KEYS}
+    if "clients" in partition and not _is_count(partition["clients"]):
+        if "partition" in partition:
+            raise ValueError(f"clients: {partition['clients']!r} cannot come with partition: the label partition "
+                             "pools the images of every client and re-splits them, so no client's data stays its "
+                             "own; give clients as a number (how many partitioned clients) or leave partition out")
+        rest["clients"] = partition.pop("clients")
     if not partition:
         return None, rest
     if "partition" not in partition:
+        if "clients" in partition:
+            raise ValueError(f"clients: {partition['clients']} is the label partition's client count; add partition: "
+                             "dirichlet, or give client names (clients: [A, B]) to build only those clients")
         raise ValueError(f"dataset options {sorted(partition)} belong to a label partition; add partition: dirichlet")
     if partition["partition"] not in PARTITIONS:
         raise ValueError(f"unknown partition {partition['partition']!r}; known partitions: {', '.join(PARTITIONS)}")
     return partition, rest
 
 
-def partition_federation(federation: Federation, *, run_seed: int, partition: str, alpha: Any = None,
-                         clients: Optional[int] = None, partition_seed: Optional[int] = None,
-                         min_train_images: int = 16) -> Federation:
-    """Apply the partition named by ``partition`` with config options (``partition_seed``
-    defaults to the run's seed)."""
+def _partition_arguments(*, run_seed: int, partition: str, alpha: Any = None, clients: Optional[int] = None,
+                         partition_seed: Optional[int] = None, min_train_images: int = 16) -> Dict[str, Any]:
+    """The keyword arguments of :func:`dirichlet_partition` from config options."""
     if alpha is None:
         raise ValueError("partition: dirichlet needs alpha (e.g. alpha: 0.3)")
-    return dirichlet_partition(federation, alpha=float(alpha), clients=clients,
-                               seed=run_seed if partition_seed is None else int(partition_seed),
-                               min_train_images=int(min_train_images))
+    return {"alpha": float(alpha), "clients": clients,
+            "seed": run_seed if partition_seed is None else int(partition_seed),
+            "min_train_images": int(min_train_images)}
+
+
+def partition_name(name: str, *, alpha: float, seed: int) -> str:
+    """The name of a partitioned federation."""
+    return f"{name} dirichlet(alpha={alpha:g}, seed={seed})"
+
+
+def partition_federation(federation: Federation, *, run_seed: int, **options: Any) -> Federation:
+    """Apply the partition named by ``options["partition"]`` with config options (``partition_seed``
+    defaults to the run's seed)."""
+    return dirichlet_partition(federation, **_partition_arguments(run_seed=run_seed, **options))
+
+
+def partition_info(info: FederationInfo, *, run_seed: int, **options: Any) -> FederationInfo:
+    """What :func:`partition_federation` makes of a federation described by ``info``, without its
+    data: clients ``P0 .. P{K-1}`` (``K``: ``clients``, default as many as ``info``), the same classes."""
+    arguments = _partition_arguments(run_seed=run_seed, **options)
+    count = len(info.clients) if arguments["clients"] is None else arguments["clients"]
+    if count < 1:
+        raise ValueError(f"the Dirichlet partition needs clients >= 1, got {count}")
+    return FederationInfo(partition_name(info.name, alpha=arguments["alpha"], seed=arguments["seed"]), info.task,
+                          info.class_names, tuple(f"P{k}" for k in range(count)))

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -44,8 +44,9 @@ import torch.nn.functional as F
 
 from .segmentation_cache import default_cache_dir, file_fingerprint, load_or_build
 from .datasets import register_dataset
-from .federation import SPLITS, ClientData, Federation, ImageSplit
+from .federation import SPLITS, ClientData, Federation, FederationInfo, ImageSplit
 from .images import decode_image, read_image_size
+from .selection import fixed_class_names, name_list, select_clients
 from .split_file import assign_splits, read_split_file, rows_of_assignment, write_split_file
 
 logger = logging.getLogger(__name__)
@@ -182,21 +183,27 @@ def _load_volume(case: str, image_path: Path, mask_path: Path, image_size: int,
 def load_prostate_saml(root: PathLike, *, image_size: int = 256, seed: int = 0, sites: Sequence[str] = SAML_SITES,
                        keep_empty_slices: bool = False, clip_percentile: float = 99.0,
                        split_fractions: Sequence[float] = (0.6, 0.2, 0.2), split_file: Optional[PathLike] = None,
-                       cache: bool = True, cache_dir: Optional[PathLike] = None) -> Federation:
+                       cache: bool = True, cache_dir: Optional[PathLike] = None,
+                       clients: Optional[Sequence[str]] = None) -> Federation:
     """Read the 6-site NIfTI layout into a segmentation :class:`Federation` (module docstring).
 
-    ``split_file`` (default ``<cache folder>/prostate_saml_split_seed<seed>.csv``, or
-    ``<root>/prostate_saml_split_seed<seed>.csv`` when caching is off) is read if it exists,
-    else drawn with :func:`split_cases` and written.
+    ``sites`` are the federation's sites; ``clients`` (default: all of them) the ones read - only
+    their folders need to exist, and site ``sites[i]``'s cases are split with ``(seed, i)``
+    whichever sites are read.  ``split_file`` (default
+    ``<cache folder>/prostate_saml_split_seed<seed>.csv``, or ``<root>/prostate_saml_split_seed<seed>.csv``
+    when caching is off) is read if it exists, else drawn with :func:`split_cases` and written.
     """
+    sites = tuple(sites)
+    selected = select_clients("prostate_saml", sites, clients)
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist; expected <root>/{{{','.join(SAML_SITES)}}}/")
-    site_dirs = {site: root / site for site in sites}
+    site_dirs = {site: root / site for site in selected}
     missing = [str(d) for d in site_dirs.values() if not d.is_dir()]
     if missing:
-        raise FileNotFoundError(f"missing site folder(s) {missing}; add them or choose sites with the dataset option "
-                                f"sites: [...] (found: {sorted(p.name for p in root.iterdir() if p.is_dir())})")
+        raise FileNotFoundError(f"missing site folder(s) {missing}; add them, or choose the sites with the dataset "
+                                f"option sites: [...] (the federation's) or clients: [...] (the ones read here) "
+                                f"(found: {sorted(p.name for p in root.iterdir() if p.is_dir())})")
     found = {site: find_cases(d) for site, d in site_dirs.items()}
     cases = {site: [c for c, _, _ in items] for site, items in found.items()}
     folder = _cache_dir(root, cache, cache_dir)
@@ -208,7 +215,7 @@ def load_prostate_saml(root: PathLike, *, image_size: int = 256, seed: int = 0, 
         if split_path.suffix.lower() == ".json":
             raise FileNotFoundError(f"missing split file {split_path}; split files are CSV now: give a .csv path "
                                     "(the drawn split is saved there) or an existing split file")
-        assignment = {site: split_cases(ids, seed, i, split_fractions) for i, (site, ids) in enumerate(cases.items())}
+        assignment = {site: split_cases(ids, seed, sites.index(site), split_fractions) for site, ids in cases.items()}
         try:
             write_split_file(split_path, rows_of_assignment(assignment), item_column=SPLIT_ITEM_COLUMN)
             logger.info("saved the case split to %s", split_path)
@@ -264,14 +271,17 @@ def _load_slice(image_path: Path, label_path: Path, image_size: int) -> Tuple[to
 
 
 def load_prostate_prr(root: PathLike, *, image_size: int = 256, cache: bool = True,
-                      cache_dir: Optional[PathLike] = None) -> Federation:
-    """Read the PRR reference 2-D layout into a segmentation :class:`Federation` (module docstring)."""
+                      cache_dir: Optional[PathLike] = None, clients: Optional[Sequence[str]] = None) -> Federation:
+    """Read the PRR reference 2-D layout into a segmentation :class:`Federation` (module docstring);
+    ``clients``: read only these sites (only their folders need to exist)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist; expected <root>/<site>/train.lst, images/, labels/")
     site_dirs = sorted(d for d in root.iterdir() if d.is_dir() and (d / "train.lst").is_file())
     if not site_dirs:
         raise ValueError(f"no site folders with a train.lst in {root}; expected <root>/{{A,B,C,D,E}}/train.lst")
+    selected = select_clients("prostate_prr", [d.name for d in site_dirs], clients, where=f"in {root}")
+    site_dirs = [d for d in site_dirs if d.name in selected]
     lists: Dict[str, Dict[str, List[str]]] = {}
     for site in site_dirs:
         lists[site.name] = {split: _read_list(site / f"{split}.lst") for split in SPLITS}
@@ -305,25 +315,44 @@ def load_prostate_prr(root: PathLike, *, image_size: int = 256, cache: bool = Tr
 
 # ----------------------------------------------------------------------------- registry
 
-@register_dataset("prostate_saml", task="segmentation")
+def describe_saml(options: Mapping[str, Any]) -> FederationInfo:
+    """The shape of ``prostate_saml``: its ``sites`` (or ``clients`` of them), background/prostate."""
+    return FederationInfo("prostate_saml", "segmentation",
+                          fixed_class_names("prostate_saml", CLASS_NAMES, options["class_names"]),
+                          select_clients("prostate_saml", tuple(options["sites"]), options["clients"]))
+
+
+def describe_prr(options: Mapping[str, Any]) -> Optional[FederationInfo]:
+    """The shape of ``prostate_prr`` when ``clients`` names its sites (sorted, as the folders are
+    read); else None (the sites are the folders on disk)."""
+    clients = name_list(options["clients"], "clients", "prostate_prr")
+    classes = fixed_class_names("prostate_prr", CLASS_NAMES, options["class_names"])
+    return None if clients is None else FederationInfo("prostate_prr", "segmentation", classes, tuple(sorted(clients)))
+
+
+@register_dataset("prostate_saml", task="segmentation", describe=describe_saml)
 def build_saml(*, seed: int, image_size: int, root: Optional[PathLike] = None, sites: Sequence[str] = SAML_SITES,
                keep_empty_slices: bool = False, clip_percentile: float = 99.0,
                split_fractions: Sequence[float] = (0.6, 0.2, 0.2), split_file: Optional[PathLike] = None,
-               cache: bool = True, cache_dir: Optional[PathLike] = None) -> Federation:
+               cache: bool = True, cache_dir: Optional[PathLike] = None, clients: Optional[Sequence[str]] = None,
+               class_names: Optional[Sequence[str]] = None) -> Federation:
     """Registry factory for :func:`load_prostate_saml` (``root`` from ``prr_data_root``)."""
+    fixed_class_names("prostate_saml", CLASS_NAMES, class_names)
     if root is None:
         raise ValueError("dataset 'prostate_saml' needs the option root=<folder with BIDMC/, HK/, ...> (prr_data_root)")
     return load_prostate_saml(root, image_size=image_size, seed=seed, sites=tuple(sites),
                               keep_empty_slices=keep_empty_slices, clip_percentile=clip_percentile,
                               split_fractions=tuple(split_fractions), split_file=split_file, cache=cache,
-                              cache_dir=cache_dir)
+                              cache_dir=cache_dir, clients=clients)
 
 
-@register_dataset("prostate_prr", task="segmentation")
+@register_dataset("prostate_prr", task="segmentation", describe=describe_prr)
 def build_prr(*, seed: int, image_size: int, root: Optional[PathLike] = None, cache: bool = True,
-              cache_dir: Optional[PathLike] = None) -> Federation:
+              cache_dir: Optional[PathLike] = None, clients: Optional[Sequence[str]] = None,
+              class_names: Optional[Sequence[str]] = None) -> Federation:
     """Registry factory for :func:`load_prostate_prr`; ``seed`` is unused (the splits are the shipped lists)."""
+    fixed_class_names("prostate_prr", CLASS_NAMES, class_names)
     if root is None:
         raise ValueError("dataset 'prostate_prr' needs the option root=<folder with A/, B/, ...> (prr_data_root)")
-    return load_prostate_prr(root, image_size=image_size, cache=cache, cache_dir=cache_dir)
+    return load_prostate_prr(root, image_size=image_size, cache=cache, cache_dir=cache_dir, clients=clients)
 

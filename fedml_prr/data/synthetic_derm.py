@@ -32,13 +32,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fedml_prr.data.datasets import register_dataset
-from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
+from fedml_prr.data.federation import SPLITS, ClientData, Federation, FederationInfo, ImageSplit
+from fedml_prr.data.selection import fixed_class_names, select_clients
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +200,8 @@ def _generate_split(counts: tuple[int, ...], device: ImagingDevice, image_size: 
     return ImageSplit(images, labels)
 
 
-def make_synthetic_dermoscopy(*, seed: int = 0, image_size: int = 32, scale: float = 0.25) -> Federation:
+def make_synthetic_dermoscopy(*, seed: int = 0, image_size: int = 32, scale: float = 0.25,
+                              clients: Optional[Sequence[str]] = None) -> Federation:
     """Generate the ``derm_synthetic`` federation (see the module docstring).
 
     Parameters
@@ -209,19 +212,36 @@ def make_synthetic_dermoscopy(*, seed: int = 0, image_size: int = 32, scale: flo
         Output images are ``uint8 [N, 3, image_size, image_size]``.
     scale:
         Multiplies the PRR class counts (0.25 gives ~2.6k images in total).
+    clients:
+        Generate only these clients (default: A-D); each one's images are those of the full
+        federation (its generators are seeded by its own index).
     """
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8, got {image_size}")
+    selected = select_clients("derm_synthetic", tuple(PRR_CLASS_COUNTS), clients)
     counts = scaled_counts(scale)
-    clients = []
+    built = []
     for c, (name, splits) in enumerate(counts.items()):
+        if name not in selected:
+            continue
         parts = {s: _generate_split(splits[s], DEVICES[name], image_size, [seed, c, i]) for i, s in enumerate(SPLITS)}
-        clients.append(ClientData(name, **parts))
-    logger.info("generated derm_synthetic (seed %d, %dpx, scale %g)", seed, image_size, scale)
-    return Federation("derm_synthetic", CLASS_NAMES, tuple(clients))
+        built.append(ClientData(name, **parts))
+    logger.info("generated derm_synthetic (seed %d, %dpx, scale %g, clients %s)", seed, image_size, scale,
+                ", ".join(selected))
+    return Federation("derm_synthetic", CLASS_NAMES, tuple(built))
 
 
-@register_dataset("derm_synthetic")
-def build(*, seed: int, image_size: int, scale: float = 0.25) -> Federation:
-    """Registry factory for :func:`make_synthetic_dermoscopy`; the only option is ``scale``."""
-    return make_synthetic_dermoscopy(seed=seed, image_size=image_size, scale=scale)
+def describe(options: Mapping[str, Any]) -> FederationInfo:
+    """The shape of ``derm_synthetic`` with ``options`` (clients A-D or ``clients``; nv, bkl, mel)."""
+    return FederationInfo("derm_synthetic", "classification",
+                          fixed_class_names("derm_synthetic", CLASS_NAMES, options["class_names"]),
+                          select_clients("derm_synthetic", tuple(PRR_CLASS_COUNTS), options["clients"]))
+
+
+@register_dataset("derm_synthetic", describe=describe)
+def build(*, seed: int, image_size: int, scale: float = 0.25, clients: Optional[Sequence[str]] = None,
+          class_names: Optional[Sequence[str]] = None) -> Federation:
+    """Registry factory for :func:`make_synthetic_dermoscopy`: options ``scale``, ``clients`` and
+    ``class_names`` (only nv, bkl, mel)."""
+    fixed_class_names("derm_synthetic", CLASS_NAMES, class_names)
+    return make_synthetic_dermoscopy(seed=seed, image_size=image_size, scale=scale, clients=clients)

@@ -23,13 +23,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fedml_prr.data.datasets import register_dataset
-from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
+from fedml_prr.data.federation import SPLITS, ClientData, Federation, FederationInfo, ImageSplit
+from fedml_prr.data.selection import fixed_class_names, select_clients
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +153,16 @@ def _generate_site(cases: tuple[int, int, int], depth: int, scanner: Scanner, im
             for i, split in enumerate(SPLITS)}
 
 
+def site_names(sites: int) -> Tuple[str, ...]:
+    """The first ``sites`` site names (A, B, ...); ``ValueError`` outside 1 to 5."""
+    if not 1 <= sites <= len(SCANNERS):
+        raise ValueError(f"sites must be in [1, {len(SCANNERS)}], got {sites}")
+    return tuple(SCANNERS)[:sites]
+
+
 def make_synthetic_prostate(*, seed: int = 0, image_size: int = 64, cases: tuple[int, int, int] = DEFAULT_CASES,
-                            slices_per_case: int = 10, sites: int = 5) -> Federation:
+                            slices_per_case: int = 10, sites: int = 5,
+                            clients: Optional[Sequence[str]] = None) -> Federation:
     """Generate the ``prostate_synthetic`` federation (see the module docstring).
 
     Parameters
@@ -167,6 +177,9 @@ def make_synthetic_prostate(*, seed: int = 0, image_size: int = 64, cases: tuple
         Axial slices of each case (all kept, so some have no prostate, as in real volumes).
     sites:
         Number of sites, 1 to 5 (A, B, ...).
+    clients:
+        Generate only these of the sites (default: all); each one's slices are those of the full
+        federation (its generator is seeded by its own index).
     """
     if image_size < 16:
         raise ValueError(f"image_size must be at least 16, got {image_size}")
@@ -174,20 +187,30 @@ def make_synthetic_prostate(*, seed: int = 0, image_size: int = 64, cases: tuple
         raise ValueError(f"cases must be three non-negative counts (train, valid, test) with train >= 1, got {cases}")
     if slices_per_case < 3:
         raise ValueError(f"slices_per_case must be at least 3, got {slices_per_case}")
-    if not 1 <= sites <= len(SCANNERS):
-        raise ValueError(f"sites must be in [1, {len(SCANNERS)}], got {sites}")
-    clients = []
-    for s, name in enumerate(list(SCANNERS)[:sites]):
-        parts = _generate_site(tuple(cases), slices_per_case, SCANNERS[name], image_size, [seed, s])
-        clients.append(ClientData(name, **parts))
-    logger.info("generated prostate_synthetic (seed %d, %dpx, %d sites)", seed, image_size, sites)
-    return Federation("prostate_synthetic", CLASS_NAMES, tuple(clients))
+    names = site_names(sites)
+    selected = select_clients("prostate_synthetic", names, clients)
+    built = []
+    for s, name in enumerate(names):
+        if name in selected:
+            parts = _generate_site(tuple(cases), slices_per_case, SCANNERS[name], image_size, [seed, s])
+            built.append(ClientData(name, **parts))
+    logger.info("generated prostate_synthetic (seed %d, %dpx, sites %s)", seed, image_size, ", ".join(selected))
+    return Federation("prostate_synthetic", CLASS_NAMES, tuple(built))
 
 
-@register_dataset("prostate_synthetic", task="segmentation")
+def describe(options: Mapping[str, Any]) -> FederationInfo:
+    """The shape of ``prostate_synthetic`` with ``options`` (the first ``sites`` sites, or ``clients`` of them)."""
+    return FederationInfo("prostate_synthetic", "segmentation",
+                          fixed_class_names("prostate_synthetic", CLASS_NAMES, options["class_names"]),
+                          select_clients("prostate_synthetic", site_names(options["sites"]), options["clients"]))
+
+
+@register_dataset("prostate_synthetic", task="segmentation", describe=describe)
 def build(*, seed: int, image_size: int, cases: tuple[int, int, int] = DEFAULT_CASES, slices_per_case: int = 10,
-          sites: int = 5) -> Federation:
-    """Registry factory for :func:`make_synthetic_prostate`."""
+          sites: int = 5, clients: Optional[Sequence[str]] = None,
+          class_names: Optional[Sequence[str]] = None) -> Federation:
+    """Registry factory for :func:`make_synthetic_prostate` (``class_names``: only background, prostate)."""
+    fixed_class_names("prostate_synthetic", CLASS_NAMES, class_names)
     return make_synthetic_prostate(seed=seed, image_size=image_size, cases=tuple(cases),
-                                   slices_per_case=slices_per_case, sites=sites)
+                                   slices_per_case=slices_per_case, sites=sites, clients=clients)
 

@@ -27,6 +27,6 @@ def int_text(value: str) -> str:
 def finish(manifest: Manifest, *, split: str, split_seed: int, split_file: Optional[str]) -> Manifest:
     """Apply the ``lesion`` re-split if asked, then the split file (read it if present, else write it)."""
     if split == "lesion":
-        records: Sequence[Record] = lesion_resplit(manifest.records, manifest.clients, split_seed)
+        records: Sequence[Record] = lesion_resplit(manifest.records, manifest.all_clients, split_seed)
         manifest = replace(manifest, records=tuple(records))
     return use_split_file(manifest, Path(split_file) if split_file is not None else None)

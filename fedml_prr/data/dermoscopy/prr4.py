@@ -5,6 +5,7 @@ Layout::
     <root>/clientA/img_resize128/<image_id>.png        (clientA .. clientD)
     <root>/csv_folder/clientA/train_clientA.csv, valid_clientA.csv, test_clientA.csv
 
+A hospital's copy holds its own ``client<X>/`` and ``csv_folder/client<X>/`` (option ``clients: [X]``).
 Clients A, B, C = HAM10000 sources vidir_modern, vidir_molemax, rosendahl; D = ISIC 2017 task 3.
 CSV columns used: ``image_id`` (``.png`` appended unless present) and ``label`` (0 nv, 1 bkl,
 2 mel); ``lesion_id`` when present (for the lesion-aware re-split; an image without one is its
@@ -17,7 +18,7 @@ The reference split leaks lesions (one ``lesion_id`` in train and test of A and 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from fedml_prr.data.dermoscopy.common import check_split_mode, finish, int_text
 from fedml_prr.data.dermoscopy.constants import PRR_CLASS_NAMES, PRR_CLIENTS, PRR_CSV_FOLDER, PRR_IMAGE_FOLDER
@@ -28,13 +29,15 @@ from fedml_prr.data.manifest import Manifest, Record, check_images_exist, parse_
 LAYOUT_HINT = "expected <root>/client<X>/img_resize128/ and <root>/csv_folder/client<X>/<split>_client<X>.csv"
 
 
-@register_layout("derm_prr4")
-def read_prr4(root: Path, *, split: str = "reference", split_seed: int = 0,
+@register_layout("derm_prr4", clients=PRR_CLIENTS, class_names=PRR_CLASS_NAMES)
+def read_prr4(root: Path, *, clients: Sequence[str] = PRR_CLIENTS, split: str = "reference", split_seed: int = 0,
               split_file: Optional[str] = None) -> Manifest:
     """Read the PRR CSV layout.
 
     Parameters
     ----------
+    clients:
+        The clients to read (layout order); only their folders and CSV files need to exist.
     split:
         ``reference`` (the CSVs' splits) or ``lesion`` (seeded lesion-aware 70/10/20 re-split).
     split_seed:
@@ -46,8 +49,10 @@ def read_prr4(root: Path, *, split: str = "reference", split_seed: int = 0,
     require_dir(root, f"the PRR dermoscopy root; {LAYOUT_HINT}")
     labels = {str(i): i for i in range(len(PRR_CLASS_NAMES))}
     records = []
-    for client in PRR_CLIENTS:
-        image_dir = require_dir(root / f"client{client}" / PRR_IMAGE_FOLDER, LAYOUT_HINT)
+    for client in clients:
+        image_dir = require_dir(root / f"client{client}" / PRR_IMAGE_FOLDER,
+                                f"{LAYOUT_HINT} (a copy of some clients only: name them with the option "
+                                "clients: [...])")
         for part in SPLITS:
             csv_path = root / PRR_CSV_FOLDER / f"client{client}" / f"{part}_client{client}.csv"
             rows = read_csv_rows(csv_path, ("image_id", "label"), what=LAYOUT_HINT)
@@ -61,6 +66,6 @@ def read_prr4(root: Path, *, split: str = "reference", split_seed: int = 0,
                                     lesion_id=row.get("lesion_id") or image_id))
             check_images_exist(found, csv_path)
             records.extend(found)
-    manifest = Manifest("derm_prr4", root, PRR_CLASS_NAMES, PRR_CLIENTS, tuple(records),
-                        label_file=root / PRR_CSV_FOLDER)
+    manifest = Manifest("derm_prr4", root, PRR_CLASS_NAMES, tuple(clients), tuple(records),
+                        label_file=root / PRR_CSV_FOLDER, layout_clients=PRR_CLIENTS)
     return finish(manifest, split=split, split_seed=split_seed, split_file=split_file)
