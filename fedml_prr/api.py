@@ -23,7 +23,8 @@ import yaml
 
 from .algorithms import ALGORITHMS
 from .config import ConfigError, RunConfig, flatten_sections, load_config, paper_scale_preset
-from .data import build_federation, dataset_options, dataset_task
+from .data import build_federation, dataset_options, dataset_task, describe_dataset
+from .data.partition import split_partition_options
 from .data.federation import ClientData, Federation, FederationInfo
 
 ConfigSource = Union[str, Path, Mapping[str, Any], None]
@@ -72,12 +73,22 @@ def make_config(source: ConfigSource = None, *, algorithm: Optional[str] = None,
                        presets=presets, prr_defaults=defaults)
 
 
-def federation_for(config: RunConfig) -> Federation:
-    """Build the config's registered dataset."""
+def _dataset_options(config: RunConfig) -> dict:
+    """The dataset's options of a run: ``prr_dataset_options``, the root (``prr_data_root``) and,
+    when the config names them, the class names (``prr_class_names``), so that every runtime
+    numbers the classes the same way."""
     options = dict(config.options.dataset_options)
     if config.data_root is not None and "root" in dataset_options(config.dataset):
         options.setdefault("root", config.data_root)
-    return build_federation(config.dataset, seed=config.seed, image_size=config.options.image_size, **options)
+    if config.federation.class_names is not None:
+        options.setdefault("class_names", list(config.federation.class_names))
+    return options
+
+
+def federation_for(config: RunConfig) -> Federation:
+    """Build the config's registered dataset."""
+    return build_federation(config.dataset, seed=config.seed, image_size=config.options.image_size,
+                            **_dataset_options(config))
 
 
 def run(config: RunConfig, *, federation: Optional[Federation] = None, resume: bool = False,
@@ -99,17 +110,36 @@ def run(config: RunConfig, *, federation: Optional[Federation] = None, resume: b
 
 
 def federation_info(config: RunConfig) -> FederationInfo:
-    """The federation's shape without reading its data (what a server needs): from the config's
-    ``prr_clients`` and ``prr_class_names`` when given, else from the dataset's description."""
+    """The federation's shape without reading any data (what a server needs): from the config's
+    ``prr_clients`` and ``prr_class_names`` when given, else from the dataset's description
+    (:func:`fedml_prr.data.describe_dataset`)."""
     f = config.federation
     if f.clients is not None and f.class_names is not None:
         return FederationInfo(config.dataset, dataset_task(config.dataset), tuple(f.class_names), tuple(f.clients))
-    return federation_for(config).info
+    info = describe_dataset(config.dataset, seed=config.seed, **_dataset_options(config))
+    if info is None:
+        raise ConfigError(f"dataset {config.dataset!r} cannot name its clients and classes without reading its data, "
+                          "which a server does not hold; set prr_clients (the silos' names in rank order) and "
+                          "prr_class_names in prr_args")
+    if f.clients is not None and tuple(f.clients) != info.clients:
+        raise ConfigError(f"prr_clients {list(f.clients)} differ from dataset {config.dataset!r}'s clients "
+                          f"{list(info.clients)}")
+    return info
 
 
 def client_data(config: RunConfig, silo: int) -> ClientData:
-    """Silo ``silo``'s own data."""
-    return federation_for(config).clients[silo]
+    """Silo ``silo``'s own data, read from this party's copy of the dataset, which needs to hold no
+    other silo's files.  (A label partition pools every client's images: it is a simulation, and
+    each party builds the whole pool.)"""
+    info = federation_info(config)
+    if not 0 <= silo < len(info.clients):
+        raise ValueError(f"silo {silo} is outside 0..{len(info.clients) - 1}")
+    options = _dataset_options(config)
+    if split_partition_options(options)[0] is not None:
+        return federation_for(config).clients[silo]
+    options.update(clients=[info.clients[silo]], class_names=list(info.class_names))
+    federation = build_federation(config.dataset, seed=config.seed, image_size=config.options.image_size, **options)
+    return federation.clients[0]
 
 
 def run_party(config: RunConfig, *, rank: int, backend: str, comm=None, federation: Optional[Federation] = None,

@@ -1,17 +1,20 @@
-"""gRPC address book and heartbeats (fast, FedML's real gRPC endpoint), and runtime selection errors."""
+"""The gRPC address book, heartbeats on a real TLS link, and runtime selection errors (fast)."""
 
-import threading
 import time
 
 import pytest
 
+from fedml_prr.algorithms import get_algorithm
 from fedml_prr.api import make_config, run
-from fedml_prr.fedml_adapter.heartbeat import HeartbeatMonitor, HeartbeatSender
+from fedml_prr.fedml_adapter.grpc_link import GrpcLink, PartyUnreachable, TlsFiles
+from fedml_prr.fedml_adapter.managers import ClientManager, Policy
+from fedml_prr.fedml_adapter.wire import HEARTBEAT, SERVER_RECEIVES, UPLOAD, make, schemas
 from fedml_prr.runtime.launch import free_ports
-from fedml_prr.runtime.parties import Party, read_grpc_ipconfig, wait_until_reachable, write_grpc_ipconfig
+from fedml_prr.runtime.parties import Party, read_grpc_ipconfig, write_grpc_ipconfig
+from fedml_prr.runtime.provision import provision
 
 
-def test_address_book_round_trip_and_stale_header(tmp_path):
+def test_address_book_round_trip_and_bad_books(tmp_path):
     path = tmp_path / "ip.csv"
     write_grpc_ipconfig(str(path), [9000, 9001, 9002])
     parties = read_grpc_ipconfig(str(path))
@@ -22,77 +25,76 @@ def test_address_book_round_trip_and_stale_header(tmp_path):
         read_grpc_ipconfig(str(stale))
     with pytest.raises(FileNotFoundError, match="grpc_ipconfig_path"):
         read_grpc_ipconfig(str(tmp_path / "missing.csv"))
+    twice = tmp_path / "twice.csv"
+    twice.write_text("eid,rank,grpc_server_ip,grpc_server_port\n0,0,127.0.0.1,9000\n1,1,127.0.0.1,9001\n"
+                     "1,1,127.0.0.1,9002\n")
+    with pytest.raises(ValueError, match="line 4: rank 1 is listed twice"):
+        read_grpc_ipconfig(str(twice))
+    no_server = tmp_path / "noserver.csv"
+    no_server.write_text("eid,rank,grpc_server_ip,grpc_server_port\n1,1,127.0.0.1,9001\n")
+    with pytest.raises(ValueError, match="no line for rank 0"):
+        read_grpc_ipconfig(str(no_server))
 
 
-def fedml_server_endpoint(tmp_path):
-    """FedML's real gRPC comm manager of a server (rank 0) on a free loopback port."""
-    from fedml.core.distributed.communication.grpc.grpc_comm_manager import GRPCCommManager
-
-    port = free_ports(1)[0]
-    ipconfig = tmp_path / "ipconfig.csv"
-    write_grpc_ipconfig(str(ipconfig), [port])
-    return GRPCCommManager(str(ipconfig), client_rank=0, client_num=2), f"127.0.0.1:{port}"
+@pytest.fixture
+def kits(tmp_path):
+    return {kit.rank: kit for kit in provision(tmp_path / "tls", ["server", "A"])}
 
 
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+def link(rank, ports, kits, **kwargs):
+    spec = get_algorithm("FedAvg")
+    accepted = {k: v for k, v in schemas(spec.client, spec.server).items() if k in SERVER_RECEIVES}
+    tls = TlsFiles(kits[rank].cert, kits[rank].key, kits[rank].ca)
+    return GrpcLink(rank, {r: f"127.0.0.1:{p}" for r, p in enumerate(ports)}, accepted=accepted, tls=tls, **kwargs)
 
 
-def test_heartbeats_reach_the_monitor_and_stay_out_of_fedml_queue(tmp_path):
-    endpoint, address = fedml_server_endpoint(tmp_path)
-    lost, stop = [], threading.Event()
-    monitor = HeartbeatMonitor({1: "127.0.0.1:1"}, done=lambda: False, on_lost=lost.append,
-                               interval=0.05, timeout=0.5)
-    monitor.attach(endpoint)
-    monitor.start()
-    sender = HeartbeatSender(address, 1, done=stop.is_set, on_lost=lost.append, interval=0.05)
+def test_heartbeats_reach_the_watcher_and_never_the_inbox(kits):
+    ports = free_ports(2)
+    beats = []
+    server = link(0, ports, kits, on_heartbeat=beats.append)
+    client = link(1, ports, kits)
     try:
-        sender.start()
-        wait_for(lambda: sender.sent >= 5)
-        assert lost == [] and monitor.last_seen[1] is not None
-        assert endpoint.grpc_servicer.message_q.empty()  # FedML's receive loop never sees them
-        endpoint.grpc_servicer.message_q.put(b"a real message")  # everything else still goes through
-        assert endpoint.grpc_servicer.message_q.get_nowait() == b"a real message"
-        stop.set()  # the client goes silent
-        sender.join(timeout=5)
-        monitor.join(timeout=5)
-        assert len(lost) == 1 and "client rank 1 (silo 0)" in lost[0] and "sent no heartbeat" in lost[0]
+        for _ in range(3):
+            client.send_message(make(HEARTBEAT, 1, 0))
+        assert beats == [1, 1, 1] and server.receive(timeout=0.2) is None
+        client.send_message(make(UPLOAD, 1, 0, {"silo": 0, "step": 1, "num_samples": 4}))
+        message = server.receive(timeout=5)  # real messages still come through
+        assert message.get_type() == UPLOAD and message.get("payload")["num_samples"] == 4
     finally:
-        stop.set()
-        endpoint.stop_receive_message()
+        client.stop_receive_message()
+        server.stop_receive_message()
 
 
-def test_monitor_reports_a_client_that_never_comes_up_and_is_silent_after_a_normal_end():
+def test_a_client_reports_a_server_that_stops_answering(kits):
+    ports = free_ports(2)
+    server = link(0, ports, kits)
+    client = link(1, ports, kits, send_timeout=2.0)
     lost = []
-    HeartbeatMonitor({2: "127.0.0.1:1"}, done=lambda: False, on_lost=lost.append, interval=0.02,
-                     startup_timeout=0.1).run()
-    assert len(lost) == 1 and "client rank 2 (silo 1)" in lost[0] and "did not come up" in lost[0]
-    finished = threading.Event()
-    monitor = HeartbeatMonitor({1: "127.0.0.1:1"}, done=finished.is_set, on_lost=lost.append, interval=0.02,
-                               startup_timeout=0.5)
-    monitor.start()
-    finished.set()
-    monitor.join(timeout=5)
-    assert len(lost) == 1 and not monitor.is_alive()
+    manager = ClientManager(client, trainer=None, rank=1, policy=Policy(heartbeat_interval=0.05, heartbeat_misses=3),
+                            on_lost=lost.append)
+    try:
+        client.send_message(make(HEARTBEAT, 1, 0))  # the server answers
+        server.stop_receive_message()
+        with pytest.raises(PartyUnreachable, match="the server at 127.0.0.1"):
+            client.send_message(make(HEARTBEAT, 1, 0), timeout=1.0)
+        manager._beat()  # returns once the server is reported lost
+        assert len(lost) == 1 and "the server stopped answering (3 heartbeats in a row failed" in lost[0]
+        assert "--resume" in lost[0]
+    finally:
+        client.stop_receive_message()
 
 
-def test_a_client_reports_a_server_that_stops_answering(tmp_path):
-    endpoint, address = fedml_server_endpoint(tmp_path)
-    lost = []
-    sender = HeartbeatSender(address, 1, done=lambda: False, on_lost=lost.append, interval=0.05, misses=3)
-    sender.start()
-    wait_for(lambda: sender.sent >= 2)
-    endpoint.stop_receive_message()  # the server dies
-    sender.join(timeout=10)
-    assert len(lost) == 1 and "the server at" in lost[0] and "stopped answering" in lost[0]
-
-
-def test_waiting_for_a_server_that_never_starts_times_out():
-    with pytest.raises(TimeoutError, match="did not come up"):
-        wait_until_reachable(Party(0, "127.0.0.1", 1), timeout=0.3, interval=0.05)
+def test_a_client_waiting_for_a_server_that_never_starts_times_out(kits):
+    ports = free_ports(2)
+    client = link(1, ports, kits)
+    manager = ClientManager(client, trainer=None, rank=1, policy=Policy(startup_timeout=0.5), on_lost=print)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="the server did not answer within 0 s"):
+            manager._send_hello(make("hello", 1, 0, {"rank": 1}))
+        assert time.monotonic() - started < 10
+    finally:
+        client.stop_receive_message()
 
 
 @pytest.mark.parametrize("backend, hint", [("MPI", "fedml-prr mpirun"), ("GRPC", "--role server"),
