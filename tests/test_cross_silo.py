@@ -153,7 +153,8 @@ def test_hospitals_with_only_their_own_data_over_mutual_tls_match_one_process_an
     assert f"refused: {peer}" in log and "sent a message claiming to come from rank 2" in log
     assert "sent bytes that are not a fedml_prr message: not a fedml_prr message (wrong magic bytes)" in log
     assert f"sent {5 << 20} bytes, more than the limit of {4 << 20}" in log
-    assert "with field(s) ['evil'] that the protocol does not allow" in log
+    assert "upload client rank 1 (silo 0) at ipv4:127.0.0.1" in log
+    assert "has field(s) ['evil'] that the protocol does not allow" in log
 
     # nothing of the attacks was aggregated, and every hospital trained on a folder holding only its own
     # images (the server on none): the same metrics as one process holding all of them

@@ -164,3 +164,35 @@ def test_results_are_never_clobbered_and_resume_checks_the_config(tmp_path):
         run(other, federation=fed, resume=True)
     run(cfg, federation=fed, overwrite=True)
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == first  # same seed, same result
+
+
+class _Evil:
+    """Unpickling this creates a file: proof that a resume file ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("kind", ["torch.save", "plain pickle", "truncated"])
+def test_a_crafted_or_damaged_resume_file_is_refused_without_running_its_code(tmp_path, kind):
+    import pickle
+
+    fed = tiny_federation()
+    cfg = config(tmp_path)
+    run(cfg, federation=fed)
+    resume = tmp_path / "run" / "resume.pt"
+    marker = tmp_path / "pwned"
+    if kind == "torch.save":
+        torch.save({"step": 3, "server": _Evil(marker)}, resume)
+    elif kind == "plain pickle":
+        resume.write_bytes(pickle.dumps({"step": 3, "server": _Evil(marker)}))
+    else:
+        resume.write_bytes(resume.read_bytes()[:100])
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match="is not a state file this package wrote.*delete it"):
+        run(cfg, federation=fed, resume=True)
+    assert not marker.exists()
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before  # nothing lost

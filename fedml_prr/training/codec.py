@@ -196,17 +196,17 @@ class MessageSchema:
     def check(self, message: Any, peer: str) -> Dict[str, Any]:
         """``message`` if it fits the schema, else :class:`CodecError` naming ``peer`` and the field."""
         if not isinstance(message, dict):
-            raise CodecError(f"{peer} sent a {self.name} that is not a mapping")
+            raise CodecError(f"the {self.name} {peer} sent is not a mapping")
         unknown = sorted(set(message) - set(self.fields))
         if unknown:
-            raise CodecError(f"{peer} sent a {self.name} with field(s) {unknown} that the protocol does not allow")
+            raise CodecError(f"the {self.name} {peer} sent has field(s) {unknown} that the protocol does not allow")
         missing = [f for f in self.required if f not in message]
         if missing:
-            raise CodecError(f"{peer} sent a {self.name} without its field(s) {missing}")
+            raise CodecError(f"the {self.name} {peer} sent lacks its field(s) {missing}")
         for name, value in message.items():
             problem = self.fields[name](value)
             if problem is not None:
-                raise CodecError(f"{peer} sent a {self.name} whose {name!r} is not {problem}")
+                raise CodecError(f"the {self.name} {peer} sent has a {name!r} that is not {problem}")
         return message
 
 
