@@ -1,17 +1,19 @@
-"""Distributed runtimes: wall time of one job under sp, MPI and gRPC, and bytes sent per round.
+"""Distributed runtimes: wall time of one job under sp, MPI and gRPC, and the wire's cost per round.
 
     python run_scripts/benchmark_distributed.py [--cf configs/prr_derm_synthetic.yaml] [--rounds 3]
 
-1. Bytes: the protocol is driven in this process for PRR and FedAvg and every message is
-   pickled as FedML's MPI and gRPC backends pickle it (FedML's own envelope, a few hundred bytes
-   per message, is not counted).  Per algorithm round (round 0 of the config, with models
-   exchanged): what the server sends (all silos) and what one client uploads.
-2. Wall time: the same config run three times as separate processes - ``fedml-prr run``
-   (sp), ``fedml-prr mpirun -np K+1`` (MPI) and ``run_scripts/run_grpc_federation.py`` (gRPC, K+1
-   processes on loopback) - timed end to end (process start to exit, imports included) and by
-   the server's own training clock (``wall_time_s`` of summary.json).  Every party uses one
-   torch thread (``prr_threads: 1``) so that the three runs compute the same thing; the metrics
-   must agree and the script checks that they do.
+1. Bytes and codec time: the protocol is driven in this process for PRR and FedAvg and every
+   message of round 0 (models exchanged) is encoded with the typed wire codec, as gRPC carries
+   it (:mod:`fedml_prr.fedml_adapter.wire`), then decoded and checked against its schema: what
+   the server sends (all silos), what one client uploads, and the encode + decode time of all
+   of the round's messages.
+2. Wall time: the same config run as separate processes - ``fedml-prr run`` (sp),
+   ``fedml-prr mpirun -np K+1`` (MPI), ``run_scripts/run_grpc_federation.py`` (gRPC with mutual
+   TLS, K+1 processes on loopback) and the same with ``--insecure`` (plain TCP: the difference is
+   the cost of TLS) - timed end to end (process start to exit, imports included) and by the
+   server's own training clock (``wall_time_s`` of summary.json).  Every party uses one torch
+   thread (``prr_threads: 1``) so that the runs compute the same thing; the metrics must agree
+   and the script checks that they do.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def message_bytes(config_file: str, algorithm: str, rounds: int) -> Dict[str, float]:
     from fedml_prr.api import federation_for, make_config
+    from fedml_prr.algorithms import get_algorithm
+    from fedml_prr.fedml_adapter.wire import (CLIENT_RECEIVES, MESSAGE, SERVER_RECEIVES, UPLOAD, decode_message,
+                                              encode_message, make, schemas)
     from fedml_prr.runtime.sp import build_local_federation
+
+    spec = get_algorithm(algorithm)
+    table = schemas(spec.client, spec.server)
+    codec_seconds = 0.0
+
+    def wire_bytes(kind: str, sender: int, receiver: int, payload: dict) -> int:
+        nonlocal codec_seconds
+        started = time.perf_counter()
+        data = encode_message(make(kind, sender, receiver, payload))
+        accepted = {k: table[k] for k in (SERVER_RECEIVES if kind == UPLOAD else CLIENT_RECEIVES)}
+        decode_message(data, peer="benchmark", accepted=accepted)
+        codec_seconds += time.perf_counter() - started
+        return len(data)
 
     config = make_config(config_file, algorithm=algorithm, overrides={"comm_round": rounds, "prr_threads": 1})
     federation = federation_for(config)
@@ -47,16 +64,18 @@ def message_bytes(config_file: str, algorithm: str, rounds: int) -> Dict[str, fl
     for step in range(spr + 2):
         if 2 <= step <= spr + 1:
             messages = coordinator.messages()
-            sent.append(sum(len(pickle.dumps(messages[s])) for s in silos))
+            sent.append(sum(wire_bytes(MESSAGE, 0, s + 1, messages[s]) for s in silos))
         parties.deliver()
         if step == spr + 1:
             break
         uploads = parties.train()
         if 1 <= step <= spr:
-            uploaded.append(len(pickle.dumps(uploads[0])))
+            uploaded.append(wire_bytes(UPLOAD, 1, 0, dict(uploads[0], records=[])))
+            for silo in silos[1:]:
+                wire_bytes(UPLOAD, silo + 1, 0, dict(uploads[silo], records=[]))
         coordinator.aggregate(uploads)
     return {"steps_per_round": spr, "server_per_round": sum(sent), "client_per_round": sum(uploaded),
-            "clients": len(silos)}
+            "clients": len(silos), "codec_seconds_per_round": codec_seconds}
 
 
 def timed(command: List[str], env: Dict[str, str]) -> float:
@@ -75,12 +94,13 @@ def main() -> None:
     parser.add_argument("--skip-timing", action="store_true")
     args = parser.parse_args()
 
-    print(f"bytes per round ({args.cf}; pickled protocol messages):")
-    print(f"{'algorithm':<10} {'steps/round':>11} {'server sends (all silos)':>26} {'one client uploads':>20}")
+    print(f"per round ({args.cf}; protocol messages on the wire, typed codec):")
+    print(f"{'algorithm':<10} {'steps/round':>11} {'server sends (all silos)':>26} {'one client uploads':>20} "
+          f"{'encode+decode, all':>20}")
     for algorithm in ("PRR", "FedAvg"):
         b = message_bytes(args.cf, algorithm, rounds=2)
         print(f"{algorithm:<10} {b['steps_per_round']:>11} {b['server_per_round'] / 1e6:>23.2f} MB "
-              f"{b['client_per_round'] / 1e6:>17.2f} MB")
+              f"{b['client_per_round'] / 1e6:>17.2f} MB {1e3 * b['codec_seconds_per_round']:>17.1f} ms")
     if args.skip_timing:
         return
 
@@ -88,7 +108,7 @@ def main() -> None:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     settings = ["--set", f"comm_round={args.rounds}", "--set", "prr_threads=1", "--algorithm", args.algorithm]
     with tempfile.TemporaryDirectory() as tmp:
-        out = {name: Path(tmp) / name for name in ("sp", "mpi", "grpc")}
+        out = {name: Path(tmp) / name for name in ("sp", "mpi", "grpc", "grpc-insecure")}
         from fedml_prr.api import federation_for, make_config
 
         clients = len(federation_for(make_config(args.cf)).clients)
@@ -99,17 +119,20 @@ def main() -> None:
                     *settings, "--set", f"prr_results_dir={out['mpi']}"],
             "grpc": [sys.executable, str(ROOT / "run_scripts" / "run_grpc_federation.py"), "--cf", args.cf,
                      *settings, "--results-dir", str(out["grpc"])],
+            "grpc-insecure": [sys.executable, str(ROOT / "run_scripts" / "run_grpc_federation.py"), "--cf", args.cf,
+                              *settings, "--results-dir", str(out["grpc-insecure"]), "--insecure"],
         }
         wall = {name: timed(command, env) for name, command in commands.items()}
         summaries = {name: json.loads((out[name] / "summary.json").read_text()) for name in out}
         metrics = {name: (out[name] / "metrics.jsonl").read_text() for name in out}
-    same = metrics["mpi"] == metrics["sp"] and metrics["grpc"] == metrics["sp"]
+    same = all(metrics[name] == metrics["sp"] for name in out)
     print(f"\n{args.algorithm}, {args.rounds} rounds, {clients} clients, one torch thread per party, "
           f"{os.cpu_count()} CPU cores (load average before: {os.getloadavg()[0]:.1f}):")
-    print(f"{'runtime':<8} {'processes':>9} {'end to end':>11} {'server training clock':>22}")
-    for name, processes in (("sp", 1), ("mpi", clients + 1), ("grpc", clients + 1)):
-        print(f"{name:<8} {processes:>9} {wall[name]:>9.1f} s {summaries[name]['wall_time_s']:>20.1f} s")
-    print(f"identical metrics in the three runs: {same}")
+    print(f"{'runtime':<14} {'processes':>9} {'end to end':>11} {'vs sp':>6} {'server training clock':>22}")
+    for name, processes in (("sp", 1), ("mpi", clients + 1), ("grpc", clients + 1), ("grpc-insecure", clients + 1)):
+        print(f"{name:<14} {processes:>9} {wall[name]:>9.1f} s {wall[name] / wall['sp']:>5.2f}x "
+              f"{summaries[name]['wall_time_s']:>20.1f} s")
+    print(f"identical metrics in the {len(out)} runs: {same}")
     if not same:
         raise SystemExit("the runtimes disagree")
 
