@@ -16,6 +16,7 @@ Example (bring your own data)::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -26,6 +27,8 @@ from .config import ConfigError, RunConfig, flatten_sections, load_config, paper
 from .data import build_federation, dataset_options, dataset_task, describe_dataset
 from .data.partition import split_partition_options
 from .data.federation import ClientData, Federation, FederationInfo
+
+logger = logging.getLogger(__name__)
 
 ConfigSource = Union[str, Path, Mapping[str, Any], None]
 
@@ -118,9 +121,15 @@ def federation_info(config: RunConfig) -> FederationInfo:
         return FederationInfo(config.dataset, dataset_task(config.dataset), tuple(f.class_names), tuple(f.clients))
     info = describe_dataset(config.dataset, seed=config.seed, **_dataset_options(config))
     if info is None:
-        raise ConfigError(f"dataset {config.dataset!r} cannot name its clients and classes without reading its data, "
-                          "which a server does not hold; set prr_clients (the silos' names in rank order) and "
-                          "prr_class_names in prr_args")
+        try:
+            info = federation_for(config).info
+        except (FileNotFoundError, ValueError) as error:
+            raise ConfigError(f"dataset {config.dataset!r} cannot name its clients and classes without its data, which "
+                              f"this party does not hold ({str(error).splitlines()[0]}); set prr_clients (the silos' "
+                              "names in rank order) and prr_class_names in prr_args") from None
+        logger.warning("read dataset %r to learn its clients and classes; a server that holds no data needs "
+                       "prr_clients: %s and prr_class_names: %s in prr_args", config.dataset, list(info.clients),
+                       list(info.class_names))
     if f.clients is not None and tuple(f.clients) != info.clients:
         raise ConfigError(f"prr_clients {list(f.clients)} differ from dataset {config.dataset!r}'s clients "
                           f"{list(info.clients)}")

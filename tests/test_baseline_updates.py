@@ -312,7 +312,7 @@ def test_scaffold_client_control_is_never_overwritten_by_the_server(tmp_path):
     drive_one_step(parties)
     before = {s: {k: v.clone() for k, v in parties.clients[s].control.items()} for s in SILOS}
     messages = parties.coordinator.messages()
-    assert set(messages[0]) == {"silo", "step", "final", "global", "control"}
+    assert set(messages[0]) == {"silo", "step", "final", "global", "control", "global_class_counts"}
     parties.deliver()
     for s in SILOS:
         assert all(torch.equal(parties.clients[s].control[k], before[s][k]) for k in before[s])
