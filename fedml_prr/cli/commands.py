@@ -60,7 +60,7 @@ def run_command(args: argparse.Namespace) -> int:
 def check_compare_configs(path: str, overrides: Mapping[str, Any], algorithms: Sequence[str]) -> None:
     """:func:`check_config` for every algorithm of a comparison (its seeds change no key's validity)."""
     for algorithm in algorithms:
-        check_config(path, overrides, algorithm=algorithm, warn_unused_fedml_keys=algorithm == algorithms[0])
+        check_config(path, overrides, algorithm=algorithm)
 
 
 def compare_command(args: argparse.Namespace) -> int:

@@ -23,6 +23,8 @@ from .schema import ConfigError, EngineOptions, RunConfig, RunOptions, TrainSche
 
 logger = logging.getLogger(__name__)
 
+_WARNED: set = set()  # warnings about unused FedML keys already logged by this process
+
 #: FedML keys this plugin reads, with their type (all others are passed to FedML untouched).
 FEDML_KEYS: Dict[str, type] = {
     "training_type": str,
@@ -230,9 +232,11 @@ def _check_fedml_keys(fedml_keys: Mapping[str, Any], origins: Mapping[str, str],
         raise ConfigError(f"unknown key(s) {_placed(unknown, origins)}{_did_you_mean(unknown, ours | fedml_own)}: "
                           f"neither fedml_prr nor FedML reads {'it' if len(unknown) == 1 else 'them'}; fix the "
                           "spelling or remove it (docs/configuration.md lists the keys)")
-    if warn_unused:
-        logger.warning("FedML key(s) %s are not read by fedml_prr (its algorithms, data and schedule ignore "
-                       "them)", _placed(others, origins))
+    message = f"FedML key(s) {_placed(others, origins)} are not read by fedml_prr (its algorithms, data and " \
+              "schedule ignore them)"
+    if warn_unused and message not in _WARNED:  # once per process: compare validates one config per run
+        _WARNED.add(message)
+        logger.warning(message)
 
 
 def load_config(
