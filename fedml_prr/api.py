@@ -37,7 +37,7 @@ def read_yaml(path: Union[str, Path]) -> Mapping[str, Any]:
 
 def make_config(source: ConfigSource = None, *, algorithm: Optional[str] = None,
                 overrides: Optional[Mapping[str, Any]] = None, paper_scale: bool = False,
-                warn_unused_fedml_keys: bool = True) -> RunConfig:
+                warn_unused_fedml_keys: bool = True, registered_dataset: bool = True) -> RunConfig:
     """Validate a config (YAML path, parsed mapping or None for all defaults) into a RunConfig.
 
     Parameters
@@ -51,6 +51,9 @@ def make_config(source: ConfigSource = None, *, algorithm: Optional[str] = None,
         between the YAML and ``overrides``; model and dataset options are merged, not replaced.
     warn_unused_fedml_keys:
         Warn about FedML keys the plugin does not read (off for FedML's own implementations).
+    registered_dataset:
+        ``False`` when the data is not the config's registered dataset (:func:`run_federation`):
+        its name and options are then not checked.
 
     The algorithm's defaults for the dataset's task (PRR's segmentation variant,
     ``AlgorithmSpec.task_defaults``) fill every key the YAML and ``overrides`` leave unset.  Besides
@@ -74,17 +77,19 @@ def make_config(source: ConfigSource = None, *, algorithm: Optional[str] = None,
     config = load_config(document, algorithm_params=params, algorithm_names=ALGORITHMS.names(), overrides=merged,
                          presets=presets, prr_defaults=defaults, source=path,
                          warn_unused_fedml_keys=warn_unused_fedml_keys)
-    check_registered(config)
+    check_registered(config, dataset=registered_dataset)
     return config
 
 
-def check_registered(config: RunConfig) -> None:
-    """The config's dataset and model against their registries (``ConfigError``, one line each):
-    a known dataset with known options, a known model with known options, and an image size the
-    model can take (:func:`fedml_prr.models.check_image_size`)."""
+def check_registered(config: RunConfig, *, dataset: bool = True) -> None:
+    """The config's dataset (unless ``dataset`` is False) and model against their registries
+    (``ConfigError``, one line each): a known dataset with known options, a known model with known
+    options, and an image size the model can take (:func:`fedml_prr.models.check_image_size`)."""
     try:
-        DATASETS.get(config.dataset)
-        check_options("dataset", config.dataset, config.options.dataset_options, accepted_options(config.dataset))
+        if dataset:
+            DATASETS.get(config.dataset)
+            check_options("dataset", config.dataset, config.options.dataset_options,
+                          accepted_options(config.dataset))
         check_image_size(config.model, config.options.image_size, **config.options.model_options)
     except KeyError as error:  # an unknown dataset or model (the message lists the known ones)
         raise ConfigError(error.args[0]) from None
@@ -136,7 +141,7 @@ def run_federation(federation: Federation, *, algorithm: str = "PRR", config: Co
     """Run a registered algorithm on a federation of your own (see the module docstring)."""
     merged = dict(overrides or {})
     merged.setdefault("prr_image_size", federation.image_size)
-    cfg = make_config(config, algorithm=algorithm, overrides=merged)
+    cfg = make_config(config, algorithm=algorithm, overrides=merged, registered_dataset=False)
     if cfg.options.image_size != federation.image_size:
         raise ValueError(f"prr_image_size is {cfg.options.image_size} but the federation's images are "
                          f"{federation.image_size} px; build the federation with image_size={cfg.options.image_size}")

@@ -3,9 +3,10 @@
 A run is described by a FedML YAML (``common_args``, ``data_args``, ``train_args``, ...) plus a
 ``prr_args`` section holding this plugin's keys, every one prefixed ``prr_``.  :func:`load_config`
 reads such a mapping once, checks every key it knows (type and range), refuses unknown ``prr_``
-keys with the list of valid ones, and returns a frozen :class:`RunConfig`.  Algorithm-specific
-hyper-parameters are dataclasses registered with each algorithm (see :mod:`fedml_prr.algorithms`);
-their fields are ``prr_<field>`` keys.
+keys with the list of valid ones and FedML-section keys that neither this plugin nor FedML reads,
+and returns a frozen :class:`RunConfig`; :func:`read_config_file` reads the file (YAML errors
+name its line).  Algorithm-specific hyper-parameters are dataclasses declared for each algorithm
+in :mod:`fedml_prr.config.algorithms`; their fields are ``prr_<field>`` keys.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 _WARNED: set = set()  # warnings about unused FedML keys already logged by this process
 
-#: FedML keys this plugin reads, with their type (all others are passed to FedML untouched).
+#: FedML keys this plugin reads, with their type.  Any other key of a FedML section must be one of
+#: FedML's own (:mod:`.fedml_keys`; accepted with a warning, passed to FedML untouched) or is an error.
 FEDML_KEYS: Dict[str, type] = {
     "training_type": str,
     "random_seed": int,
