@@ -20,31 +20,29 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-import yaml
-
 from .algorithms import ALGORITHMS
-from .config import ConfigError, RunConfig, flatten_sections, load_config, paper_scale_preset
-from .data import build_federation, dataset_options, dataset_task, describe_dataset
-from .data.partition import split_partition_options
+from .config import ConfigError, RunConfig, flatten_sections, load_config, paper_scale_preset, read_config_file
+from .data import DATASETS, build_federation, dataset_options, dataset_task, describe_dataset
+from .data.datasets import accepted_options
 from .data.federation import ClientData, Federation, FederationInfo
+from .data.partition import split_partition_options
+from .models import check_image_size
+from .registry import UnknownOptionError, check_options
 
 logger = logging.getLogger(__name__)
 
 ConfigSource = Union[str, Path, Mapping[str, Any], None]
 
 def read_yaml(path: Union[str, Path]) -> Mapping[str, Any]:
-    """Parse a FedML YAML file; a clear error for a missing file or a non-mapping document."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    document = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(document, Mapping):
-        raise ValueError(f"{path}: a FedML config must be a mapping of sections, got {type(document).__name__}")
-    return document
+    """Parse a FedML YAML file (:func:`fedml_prr.config.read_config_file`: a clear error for a
+    missing file, invalid YAML, a non-mapping or an empty document)."""
+    return read_config_file(path)
 
 
 def make_config(source: ConfigSource = None, *, algorithm: Optional[str] = None,
-                overrides: Optional[Mapping[str, Any]] = None, paper_scale: bool = False) -> RunConfig:
+                overrides: Optional[Mapping[str, Any]] = None, paper_scale: bool = False,
+                warn_unused_fedml_keys: bool = True, registered_dataset: bool = True,
+                name: Optional[str] = None) -> RunConfig:
     """Validate a config (YAML path, parsed mapping or None for all defaults) into a RunConfig.
 
     Parameters
@@ -56,10 +54,21 @@ def make_config(source: ConfigSource = None, *, algorithm: Optional[str] = None,
     paper_scale:
         Apply the paper's setup of the dataset's task (:data:`fedml_prr.config.PAPER_SCALE`)
         between the YAML and ``overrides``; model and dataset options are merged, not replaced.
+    warn_unused_fedml_keys:
+        Warn about FedML keys the plugin does not read (off for FedML's own implementations).
+    registered_dataset:
+        ``False`` when the data is not the config's registered dataset (:func:`run_federation`):
+        its name and options are then not checked.
+    name:
+        The file a parsed ``source`` was read from (named by errors).
 
     The algorithm's defaults for the dataset's task (PRR's segmentation variant,
-    ``AlgorithmSpec.task_defaults``) fill every key the YAML and ``overrides`` leave unset.
+    ``AlgorithmSpec.task_defaults``) fill every key the YAML and ``overrides`` leave unset.  Besides
+    every key's name, type and range, the dataset's options and the model's options are checked
+    against the registries, and the image size against the model's smallest input, before anything
+    is built (:func:`check_registered`).
     """
+    path = str(source) if isinstance(source, (str, Path)) else name
     document = {} if source is None else (read_yaml(source) if isinstance(source, (str, Path)) else source)
     merged = dict(overrides or {})
     if algorithm is not None:
@@ -72,8 +81,30 @@ def make_config(source: ConfigSource = None, *, algorithm: Optional[str] = None,
     params = {ALGORITHMS.canonical_name(n): ALGORITHMS.get(n).params for n in ALGORITHMS.names()}
     defaults = ALGORITHMS.get(name).task_defaults.get(task) if name in ALGORITHMS else None
     presets = paper_scale_preset(task, dataset=dataset, model=model) if paper_scale else None
-    return load_config(document, algorithm_params=params, algorithm_names=ALGORITHMS.names(), overrides=merged,
-                       presets=presets, prr_defaults=defaults)
+    config = load_config(document, algorithm_params=params, algorithm_names=ALGORITHMS.names(), overrides=merged,
+                         presets=presets, prr_defaults=defaults, source=path,
+                         warn_unused_fedml_keys=warn_unused_fedml_keys)
+    check_registered(config, dataset=registered_dataset)
+    return config
+
+
+def check_registered(config: RunConfig, *, dataset: bool = True) -> None:
+    """The config's dataset (unless ``dataset`` is False) and model against their registries
+    (``ConfigError``, one line each): a known dataset with known options, a known model with known
+    options, and an image size the model can take (:func:`fedml_prr.models.check_image_size`)."""
+    try:
+        if dataset:
+            DATASETS.get(config.dataset)
+            check_options("dataset", config.dataset, config.options.dataset_options,
+                          accepted_options(config.dataset))
+        check_image_size(config.model, config.options.image_size, **config.options.model_options)
+    except KeyError as error:  # an unknown dataset or model (the message lists the known ones)
+        raise ConfigError(error.args[0]) from None
+    except UnknownOptionError as error:
+        key = "prr_model_options" if error.kind == "model" else "prr_dataset_options"
+        raise ConfigError(f"{key}: {error}") from None
+    except ValueError as error:  # an image size the model cannot take (the message names prr_image_size)
+        raise ConfigError(str(error)) from None
 
 
 def _dataset_options(config: RunConfig) -> dict:
@@ -172,7 +203,7 @@ def run_federation(federation: Federation, *, algorithm: str = "PRR", config: Co
     """Run a registered algorithm on a federation of your own (see the module docstring)."""
     merged = dict(overrides or {})
     merged.setdefault("prr_image_size", federation.image_size)
-    cfg = make_config(config, algorithm=algorithm, overrides=merged)
+    cfg = make_config(config, algorithm=algorithm, overrides=merged, registered_dataset=False)
     if cfg.options.image_size != federation.image_size:
         raise ValueError(f"prr_image_size is {cfg.options.image_size} but the federation's images are "
                          f"{federation.image_size} px; build the federation with image_size={cfg.options.image_size}")

@@ -7,7 +7,8 @@ is untouched.  There is no ``fsync``: a power loss may lose the newest content, 
 a truncated file under the target's name.
 
 The thin helpers :func:`atomic_write_text`, :func:`atomic_write_bytes` and
-:func:`atomic_torch_save` cover the usual payloads.  This module imports only the standard
+:func:`atomic_torch_save` cover the usual payloads; :func:`unwritable_folder` says, before any
+work, why an output folder could not be written.  This module imports only the standard
 library (and torch, lazily, in :func:`atomic_torch_save`); every layer may use it.
 """
 
@@ -17,7 +18,7 @@ import itertools
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 PathLike = Union[str, Path]
 
@@ -78,3 +79,22 @@ def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     import torch
 
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def unwritable_folder(path: PathLike) -> Optional[str]:
+    """Why folder ``path`` could not be created or written into, or None if it can.
+
+    Checks the nearest existing ancestor (or ``path`` itself): it must be a folder this process
+    may write into.  Nothing is created.
+    """
+    probe = Path(path).absolute()
+    try:
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            return f"{probe} is a file, not a folder"
+    except OSError as error:
+        return f"{probe} cannot be inspected ({error.strerror or error})"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"no permission to write in {probe}"
+    return None

@@ -66,11 +66,16 @@ class Registry(Generic[T]):
 
 
 class UnknownOptionError(ValueError, TypeError):
-    """An option a registered dataset or model does not accept.
+    """An option a registered dataset or model does not accept (:attr:`kind`: ``"dataset"`` or
+    ``"model"``).
 
     A ``ValueError``; also a ``TypeError``, which is what passing the option straight to the
     factory raised before options were checked, so older ``except TypeError`` still catch it.
     """
+
+    def __init__(self, message: str, kind: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def check_options(kind: str, name: str, given: Iterable[str], valid: Iterable[str]) -> None:
@@ -80,4 +85,4 @@ def check_options(kind: str, name: str, given: Iterable[str], valid: Iterable[st
     unknown = sorted(set(given) - set(valid))
     if unknown:
         raise UnknownOptionError(f"unknown option(s) {unknown} of {kind} {name!r}; its options are "
-                                 f"{', '.join(valid) if valid else 'none'}")
+                                 f"{', '.join(valid) if valid else 'none'}", kind)

@@ -8,7 +8,8 @@ MODE ``nan``: silo 1 uploads a model with a NaN weight at its second training st
 import sys
 
 from fedml_prr.algorithms import register_algorithm
-from fedml_prr.algorithms.fedavg import FedAvgClient, FedAvgParams
+from fedml_prr.algorithms.fedavg import FedAvgClient
+from fedml_prr.config.algorithms import FedAvgParams
 from fedml_prr.algorithms.single_model import AveragingServer
 from fedml_prr.cli import main
 

@@ -117,3 +117,29 @@ def test_paper_scale_keeps_a_cache_option_and_set_still_wins():
                       overrides={"comm_round": 7})
     assert cfg.options.dataset_options == {"cache": "data/cache/derm_prr4_128"}
     assert cfg.schedule.rounds == 7 and cfg.schedule.epochs == 5
+
+
+def test_every_declared_algorithm_is_registered_with_its_declaration():
+    from fedml_prr.algorithms import ALGORITHMS, register_algorithm
+    from fedml_prr.config import DECLARED
+
+    assert ALGORITHMS.names() == DECLARED.names()
+    for name in DECLARED.names():
+        spec, declared = ALGORITHMS.get(name), DECLARED.get(name)
+        assert (spec.params, spec.summary, dict(spec.task_defaults)) == \
+            (declared.params, declared.summary, dict(declared.task_defaults))
+    spec = ALGORITHMS.get("FedAvg")
+    with pytest.raises(ValueError, match="declared in fedml_prr.config.algorithms; its params"):
+        register_algorithm("FedAvg", client=spec.client, server=spec.server, params=DECLARED.get("FedProx").params)
+    with pytest.raises(ValueError, match="give params"):
+        register_algorithm("NotDeclared", client=spec.client, server=spec.server)
+
+
+def test_fedml_own_keys_come_from_the_installed_fedml():
+    from fedml_prr.config.fedml_keys import fedml_own_keys
+
+    known = fedml_own_keys()
+    assert known is not None  # FedML is a dependency of the project
+    # its shipped default configs and its command line (fedml/arguments.py)
+    assert {"frequency_of_the_test", "partition_method", "gpu_mapping_file", "run_id", "rank"} <= known
+    assert not {"epoch", "learning_rte"} & known

@@ -86,8 +86,8 @@ def test_every_algorithm_runs_on_segmentation(tmp_path, federation, name):
 
 def test_a_classification_model_on_segmentation_data_is_refused(tmp_path, federation):
     doc = tiny_doc(tmp_path)
-    doc["model_args"]["model"] = "vgg16_slim"
-    doc["prr_args"]["prr_model_options"] = {"width": 0.25}
+    doc["model_args"]["model"] = "resnet18"  # takes 16 px images (vgg16_slim needs 32: refused before)
+    doc["prr_args"]["prr_model_options"] = {}
     with pytest.raises(ValueError, match="classification model.*segmentation"):
         build_local_federation(make_config(doc), federation)
 

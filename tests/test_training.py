@@ -192,7 +192,7 @@ def test_a_crafted_or_damaged_resume_file_is_refused_without_running_its_code(tm
     else:
         resume.write_bytes(resume.read_bytes()[:100])
     before = (tmp_path / "run" / "metrics.jsonl").read_text()
-    with pytest.raises(ValueError, match="is not a state file this package wrote.*delete it"):
+    with pytest.raises(ValueError, match="cannot resume from .*resume.pt: the file is damaged or truncated.*--overwrite"):
         run(cfg, federation=fed, resume=True)
     assert not marker.exists()
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before  # nothing lost

@@ -1,6 +1,7 @@
 """Algorithm registry: each algorithm is one module registering its client, server and params.
 
-Adding an algorithm = one new module here + one import line below.  Nothing in this package
+Adding an algorithm = one new module here + one import line below + its declaration (hyper-parameters,
+summary) in :mod:`fedml_prr.config.algorithms`, which the config checks without importing torch.  Nothing in this package
 imports ``fedml``; :mod:`fedml_prr.fedml_adapter` carries these classes over FedML's runtimes.
 """
 

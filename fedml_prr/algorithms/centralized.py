@@ -7,17 +7,11 @@ reports that model on its own valid and test splits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
 from ..training.federated import Message, StepInfo
 from .registry import register_algorithm
 from .single_model import AveragingServer, SingleModelClient, cpu_state, train_epoch
-
-
-@dataclass(frozen=True)
-class CentralizedParams:
-    """Centralized has no hyper-parameters beyond the shared schedule."""
 
 
 class CentralizedClient(SingleModelClient):
@@ -44,5 +38,4 @@ class CentralizedServer(AveragingServer):
             self.global_state = uploads[0]["state"]
 
 
-SPEC = register_algorithm("Centralized", client=CentralizedClient, server=CentralizedServer,
-                          params=CentralizedParams, summary="one model on the pooled data (upper reference)")
+SPEC = register_algorithm("Centralized", client=CentralizedClient, server=CentralizedServer)

@@ -3,25 +3,12 @@ trained with ``CE + lambda/2 ||v - w_global||^2``; the personal model is reporte
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from ..config.algorithms import DittoParams
 from ..training.federated import ClientContext, StepInfo
 from .registry import register_algorithm
 from .single_model import AveragingServer, SingleModelClient, train_epoch
-
-
-@dataclass(frozen=True)
-class DittoParams:
-    """``prr_ditto_lambda``: pull of the personal model towards the global one (the paper picks
-    lambda from {0.01, 0.1, 1, 2} per dataset; 0.1 here)."""
-
-    ditto_lambda: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.ditto_lambda < 0:
-            raise ValueError(f"prr_ditto_lambda must be >= 0, got {self.ditto_lambda}")
 
 
 class DittoClient(SingleModelClient):
@@ -48,5 +35,4 @@ class DittoClient(SingleModelClient):
         return self.personal
 
 
-SPEC = register_algorithm("Ditto", client=DittoClient, server=AveragingServer, params=DittoParams,
-                          summary="personal model regularised towards the FedAvg model (Li et al. 2021)")
+SPEC = register_algorithm("Ditto", client=DittoClient, server=AveragingServer)

@@ -39,6 +39,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
+from ..config.algorithms import FedALAParams
 from ..data.augment import to_model_input
 from ..training.federated import ClientContext, Message
 from ..training.loops import batch_indices
@@ -48,44 +49,6 @@ from .single_model import AveragingServer, SingleModelClient
 logger = logging.getLogger(__name__)
 
 Batches = Callable[[], Iterable[Tuple[torch.Tensor, torch.Tensor]]]
-
-
-@dataclass(frozen=True)
-class FedALAParams:
-    """FedALA's keys (``prr_ala_*``); defaults from the paper (``s``, ``p``) and its code.
-
-    Attributes
-    ----------
-    ala_eta:
-        Learning rate of the weights ``W`` (the reference code's default 1.0).
-    ala_rand_percent:
-        ``s``: percentage of the client's training images ALA learns on (the paper: 80).
-    ala_layers:
-        ``p``: number of top layers aggregated element-wise (the paper: 1, the classifier).
-    ala_threshold, ala_num_pre_loss:
-        First-time convergence rule: population std of the last ``num_pre_loss`` epoch losses
-        below ``threshold`` (the reference code's 0.1 and 10).
-    ala_max_start_epochs:
-        Upper bound on the first-time epochs (not in the reference code, which loops until
-        convergence).
-    """
-
-    ala_eta: float = 1.0
-    ala_rand_percent: float = 80.0
-    ala_layers: int = 1
-    ala_threshold: float = 0.1
-    ala_num_pre_loss: int = 10
-    ala_max_start_epochs: int = 100
-
-    def __post_init__(self) -> None:
-        if self.ala_eta <= 0:
-            raise ValueError(f"prr_ala_eta must be > 0, got {self.ala_eta}")
-        if not 0 < self.ala_rand_percent <= 100:
-            raise ValueError(f"prr_ala_rand_percent must be in (0, 100], got {self.ala_rand_percent}")
-        if self.ala_layers < 1:
-            raise ValueError(f"prr_ala_layers must be >= 1, got {self.ala_layers}")
-        if self.ala_threshold < 0 or self.ala_num_pre_loss < 1 or self.ala_max_start_epochs < 1:
-            raise ValueError("prr_ala_threshold must be >= 0, prr_ala_num_pre_loss and prr_ala_max_start_epochs >= 1")
 
 
 def top_layer_keys(model: nn.Module, layers: int) -> List[str]:
@@ -240,5 +203,4 @@ class FedALAClient(SingleModelClient):
         self.ala_epochs = state["ala_epochs"]
 
 
-SPEC = register_algorithm("FedALA", client=FedALAClient, server=AveragingServer, params=FedALAParams,
-                          summary="FedAvg with adaptive element-wise local aggregation (Zhang et al. 2023)")
+SPEC = register_algorithm("FedALA", client=FedALAClient, server=AveragingServer)

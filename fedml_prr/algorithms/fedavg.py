@@ -6,20 +6,12 @@ change from the locally trained model to the freshly received global one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .registry import register_algorithm
 from .single_model import AveragingServer, SingleModelClient
-
-
-@dataclass(frozen=True)
-class FedAvgParams:
-    """FedAvg has no hyper-parameters beyond the shared schedule."""
 
 
 class FedAvgClient(SingleModelClient):
     """Shares every key of its model (the :class:`SingleModelClient` default)."""
 
 
-SPEC = register_algorithm("FedAvg", client=FedAvgClient, server=AveragingServer, params=FedAvgParams,
-                          summary="sample-weighted average of the clients' models (McMahan et al. 2017)")
+SPEC = register_algorithm("FedAvg", client=FedAvgClient, server=AveragingServer)

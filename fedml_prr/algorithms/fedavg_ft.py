@@ -25,29 +25,16 @@ FedAvg, metrics included.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
+from ..config.algorithms import FedAvgFTParams
 from ..training.federated import ClientContext, Message
 from ..training.loops import training_batches
 from .registry import register_algorithm
 from .single_model import AveragingServer, SingleModelClient
-
-
-@dataclass(frozen=True)
-class FedAvgFTParams:
-    """``prr_fedavg_ft_epochs``: local fine-tuning epochs of a copy of the client's model before each
-    evaluation (default 1, the whole-epoch budget nearest FLamby's 100 SGD steps at the PRR paper's
-    client sizes; see the module docstring)."""
-
-    fedavg_ft_epochs: int = 1
-
-    def __post_init__(self) -> None:
-        if self.fedavg_ft_epochs < 0:
-            raise ValueError(f"prr_fedavg_ft_epochs must be >= 0, got {self.fedavg_ft_epochs}")
 
 
 def fine_tune_seed(seed: int, silo: int, step: int, after_receive: bool) -> int:
@@ -109,5 +96,4 @@ class FedAvgFTClient(SingleModelClient):
         self.finetuned_version = None if version is None else tuple(version)
 
 
-SPEC = register_algorithm("FedAvg-FT", client=FedAvgFTClient, server=AveragingServer, params=FedAvgFTParams,
-                          summary="FedAvg's model fine-tuned locally before each evaluation (FLamby)")
+SPEC = register_algorithm("FedAvg-FT", client=FedAvgFTClient, server=AveragingServer)

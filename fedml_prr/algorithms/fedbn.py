@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .registry import register_algorithm
 from .single_model import AveragingServer, SingleModelClient, batchnorm_keys
-
-
-@dataclass(frozen=True)
-class FedBNParams:
-    """FedBN has no hyper-parameters beyond the shared schedule."""
 
 
 class FedBNClient(SingleModelClient):
@@ -18,5 +11,4 @@ class FedBNClient(SingleModelClient):
         return batchnorm_keys(self.model)
 
 
-SPEC = register_algorithm("FedBN", client=FedBNClient, server=AveragingServer, params=FedBNParams,
-                          summary="FedAvg with BatchNorm kept local (Li et al. 2021)")
+SPEC = register_algorithm("FedBN", client=FedBNClient, server=AveragingServer)

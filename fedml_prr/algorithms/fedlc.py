@@ -4,21 +4,8 @@ counts are the client's pixel counts and every pixel's logits are calibrated (lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .registry import register_algorithm
 from .single_model import AveragingServer, SingleModelClient
-
-
-@dataclass(frozen=True)
-class FedLCParams:
-    """``prr_fedlc_tau``: calibration strength (the paper's tau; 1.0 in its reference code)."""
-
-    fedlc_tau: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.fedlc_tau < 0:
-            raise ValueError(f"prr_fedlc_tau must be >= 0, got {self.fedlc_tau}")
 
 
 class FedLCClient(SingleModelClient):
@@ -29,5 +16,4 @@ class FedLCClient(SingleModelClient):
         return self.task.loss(logits - self.params.fedlc_tau * shift, targets)
 
 
-SPEC = register_algorithm("FedLC", client=FedLCClient, server=AveragingServer, params=FedLCParams,
-                          summary="FedAvg with label-count logit calibration (Zhang et al. 2022)")
+SPEC = register_algorithm("FedLC", client=FedLCClient, server=AveragingServer)

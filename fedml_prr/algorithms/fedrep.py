@@ -3,23 +3,9 @@ shared body with the head frozen; only the body is averaged."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..training.federated import StepInfo
 from .registry import register_algorithm
 from .single_model import AveragingServer, SingleModelClient, head_keys, train_epoch
-
-
-@dataclass(frozen=True)
-class FedRepParams:
-    """``prr_fedrep_head_epochs``: head-only epochs per round before the ``epochs`` body epochs
-    (the FedRep paper and code: 10 head epochs, 1 body epoch)."""
-
-    fedrep_head_epochs: int = 10
-
-    def __post_init__(self) -> None:
-        if self.fedrep_head_epochs < 0:
-            raise ValueError(f"prr_fedrep_head_epochs must be >= 0, got {self.fedrep_head_epochs}")
 
 
 class FedRepClient(SingleModelClient):
@@ -41,5 +27,4 @@ class FedRepClient(SingleModelClient):
             p.requires_grad_(True)
 
 
-SPEC = register_algorithm("FedRep", client=FedRepClient, server=AveragingServer, params=FedRepParams,
-                          summary="personal head then shared body, body averaged (Collins et al. 2021)")
+SPEC = register_algorithm("FedRep", client=FedRepClient, server=AveragingServer)

@@ -28,22 +28,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass
 from typing import Dict, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config.algorithms import FedRoDParams
 from ..training.federated import ClientContext, StepInfo
 from .registry import register_algorithm
 from .single_model import AveragingServer, SingleModelClient, train_epoch
-
-
-@dataclass(frozen=True)
-class FedRoDParams:
-    """FedRoD (linear personalized head) has no hyper-parameters beyond the shared schedule: both
-    heads train with the round's learning rate (the reference code uses one learning rate)."""
 
 
 def classifier_module(model: nn.Module) -> nn.Module:
@@ -124,5 +118,4 @@ class FedRoDClient(SingleModelClient):
         return self.prediction
 
 
-SPEC = register_algorithm("FedRoD", client=FedRoDClient, server=AveragingServer, params=FedRoDParams,
-                          summary="balanced-softmax generic model + local personal head (Chen & Chao 2022)")
+SPEC = register_algorithm("FedRoD", client=FedRoDClient, server=AveragingServer)

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
 from ..training.codec import number
 from ..training.federated import FederatedServer, Message, StepInfo
 from .registry import register_algorithm
 from .single_model import SingleModelClient
-
-
-@dataclass(frozen=True)
-class LocalParams:
-    """Local-only has no hyper-parameters beyond the shared schedule."""
 
 
 class LocalClient(SingleModelClient):
@@ -37,5 +31,4 @@ class SilentServer(FederatedServer):
         return {}
 
 
-SPEC = register_algorithm("Local", client=LocalClient, server=SilentServer, params=LocalParams,
-                          summary="each client trains alone, no communication (lower reference)")
+SPEC = register_algorithm("Local", client=LocalClient, server=SilentServer)

@@ -12,12 +12,12 @@ at round boundaries, each client's own PFA-aggregated deputy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import nn
 
+from ..config.algorithms import PRRParams
 from ..core.cpa import prototype_factor, seesaw_matrix
 from ..core.det import Stage, select_stage, stage_losses
 from ..core.averaging import average_keeping_local
@@ -28,90 +28,7 @@ from ..training.codec import integer, optional, state, tensor
 from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo, cpu_state
 from ..training.loops import training_batches
 from ..training.tasks import ScoreTracker
-from .registry import register_algorithm
-
-STAGE_ESTIMATES = ("faithful", "previous_epoch")
-GLOBAL_PROTOTYPES = ("gaussian", "mean")
-AGGREGATIONS = ("pfa", "average")
-
-#: Defaults of the segmentation variant (PRR_METHOD.md sections 2-3), applied by the config loader
-#: to every key a segmentation run's YAML does not set (``AlgorithmSpec.task_defaults``): t_init 1,
-#: tau 1, mean global prototype, distillation (softmax-map MSE) weighted by 10.
-SEGMENTATION_DEFAULTS = {"prr_cpa_init_rounds": 1, "prr_cpa_tau": 1.0, "prr_cpa_global_prototype": "mean",
-                         "prr_distill_weight": 10.0}
-
-
-@dataclass(frozen=True)
-class PRRParams:
-    """PRR hyper-parameters (YAML keys ``prr_<name>``); defaults = the reference code.
-
-    Attributes
-    ----------
-    pfa_ratio_start, pfa_ratio_end:
-        Shared low-frequency ratio grows linearly from start (round 0) towards end (round T).
-    pfa_share_phase:
-        Share phase as well as amplitude (TMI 2022); ``false`` = amplitude only (MICCAI 2021).
-    pfa_sample_weighted:
-        Weight the amplitude/phase averages by training-set size (reference: uniform).
-    det_a1, det_a2:
-        DET stage thresholds on ``F1_D / F1_P`` (segmentation: training Dice).
-    det_stage_estimate:
-        ``faithful``: macro-F1 of both models on the training split, eval mode, before each
-        epoch (two extra passes); ``previous_epoch``: from the predictions gathered while
-        training the previous epoch (no extra pass).
-    distill_temperature, distill_weight:
-        Temperature and weight of DET distillation (reference: KL, 1 and 1; segmentation: MSE of
-        the softmax maps, weight 10).
-    cpa_beta:
-        Seesaw mitigation exponent.
-    cpa_tau:
-        Prototype factor ``gamma = (1 + tau) / (cos + tau)`` (3; segmentation 1: the features are
-        non-negative, so ``cos >= 0``).
-    cpa_init_rounds:
-        Rounds of plain Seesaw loss before the prototype factor starts (``t_init``).
-    cpa_global_prototype:
-        ``gaussian`` (reference: mean + noise * max(std, 1), redrawn every epoch) or ``mean``.
-    aggregation:
-        ``pfa`` (the method) or ``average``: deputies plain sample-weighted averaged, BatchNorm
-        still kept local (the "without PFA" ablation).
-    use_det:
-        ``false``: one model per client, trained with CPA, sent to and replaced by the server
-        (the "without DET" ablation).
-    use_cpa:
-        ``false``: plain cross-entropy instead of the CPA loss (the "without CPA" ablation).
-    """
-
-    pfa_ratio_start: float = 0.7
-    pfa_ratio_end: float = 0.95
-    pfa_share_phase: bool = True
-    pfa_sample_weighted: bool = False
-    det_a1: float = 0.7
-    det_a2: float = 0.9
-    det_stage_estimate: str = "faithful"
-    distill_temperature: float = 1.0
-    distill_weight: float = 1.0
-    cpa_beta: float = 0.8
-    cpa_tau: float = 3.0
-    cpa_init_rounds: int = 15
-    cpa_global_prototype: str = "gaussian"
-    aggregation: str = "pfa"
-    use_det: bool = True
-    use_cpa: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.pfa_ratio_start <= 1 or not 0 <= self.pfa_ratio_end <= 1:
-            raise ValueError("prr_pfa_ratio_start and prr_pfa_ratio_end must be in [0, 1]")
-        if not 0 < self.det_a1 <= self.det_a2:
-            raise ValueError(f"need 0 < prr_det_a1 <= prr_det_a2, got {self.det_a1}, {self.det_a2}")
-        if self.det_stage_estimate not in STAGE_ESTIMATES:
-            raise ValueError(f"prr_det_stage_estimate must be one of {STAGE_ESTIMATES}, got {self.det_stage_estimate!r}")
-        if self.cpa_global_prototype not in GLOBAL_PROTOTYPES:
-            raise ValueError(f"prr_cpa_global_prototype must be one of {GLOBAL_PROTOTYPES}, got {self.cpa_global_prototype!r}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"prr_aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
-        if self.distill_temperature <= 0 or self.cpa_tau <= 0 or self.cpa_beta < 0 or self.cpa_init_rounds < 0:
-            raise ValueError("need prr_distill_temperature > 0, prr_cpa_tau > 0, prr_cpa_beta >= 0, prr_cpa_init_rounds >= 0")
-
+from .registry import get_algorithm, register_algorithm
 
 class PRRClient(FederatedClient):
     """Per-silo PRR state: P_k, D_k, prototypes, DET stage."""
@@ -353,38 +270,8 @@ class PRRServer(FederatedServer):
         self.deputies = dict(state["deputies"])
 
 
-TASK_DEFAULTS = {"segmentation": SEGMENTATION_DEFAULTS}
-
-SPEC = register_algorithm("PRR", client=PRRClient, server=PRRServer, params=PRRParams, task_defaults=TASK_DEFAULTS,
-                          summary="DET + CPA on the clients, Progressive Fourier Aggregation on the server (Chen et al. 2022)")
-
-
-# Ablations, as the paper reports them: the same client and server, one component switched off.
-@dataclass(frozen=True)
-class PRRWithoutPFAParams(PRRParams):
-    aggregation: str = "average"
-
-
-@dataclass(frozen=True)
-class PRRWithoutDETParams(PRRParams):
-    use_det: bool = False
-
-
-@dataclass(frozen=True)
-class PRRWithoutCPAParams(PRRParams):
-    use_cpa: bool = False
-
-
-@dataclass(frozen=True)
-class PRRAmplitudeOnlyParams(PRRParams):
-    pfa_share_phase: bool = False
-
-
-for _name, _params, _summary in [
-    ("PRR-noPFA", PRRWithoutPFAParams, "PRR ablation: deputies plain-averaged instead of PFA (BN kept local)"),
-    ("PRR-noDET", PRRWithoutDETParams, "PRR ablation: one model per client, no deputy, no distillation"),
-    ("PRR-noCPA", PRRWithoutCPAParams, "PRR ablation: plain cross-entropy instead of the CPA loss"),
-    ("PRR-amp", PRRAmplitudeOnlyParams, "PRR with amplitude-only PFA (the MICCAI 2021 version)"),
-]:
-    register_algorithm(_name, client=PRRClient, server=PRRServer, params=_params, summary=_summary,
-                       task_defaults=TASK_DEFAULTS)
+# PRR and its ablations, as the paper reports them: the same client and server, one component switched
+# off by its hyper-parameters' defaults (fedml_prr.config.algorithms).
+for _name in ("PRR", "PRR-noPFA", "PRR-noDET", "PRR-noCPA", "PRR-amp"):
+    register_algorithm(_name, client=PRRClient, server=PRRServer)
+SPEC = get_algorithm("PRR")

@@ -1,6 +1,8 @@
 """The algorithm registry: one :class:`AlgorithmSpec` per registered name.
 
-Each algorithm module registers itself with one :func:`register_algorithm` call; importing
+Each algorithm module registers its client and server with one :func:`register_algorithm` call
+(its hyper-parameters, summary and task defaults are declared, torch-free, in
+:mod:`fedml_prr.config.algorithms`); importing
 :mod:`fedml_prr.algorithms` imports every module, so the registry is complete.  This module
 imports no algorithm, so algorithm modules can import it without a cycle.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Type
 
+from ..config.algorithms import DECLARED
 from ..registry import Registry
 from ..training.federated import FederatedClient, FederatedServer
 
@@ -42,9 +45,24 @@ class AlgorithmSpec:
 ALGORITHMS: Registry[AlgorithmSpec] = Registry("algorithm")
 
 
-def register_algorithm(name: str, *, client, server, params, summary: str,
+def register_algorithm(name: str, *, client, server, params: Optional[type] = None, summary: Optional[str] = None,
                        task_defaults: Optional[Mapping[str, Mapping[str, Any]]] = None) -> AlgorithmSpec:
-    """Register an algorithm under ``name`` (case-insensitive; a duplicate is an error)."""
+    """Register an algorithm under ``name`` (case-insensitive; a duplicate is an error).
+
+    A built-in algorithm is declared in :mod:`fedml_prr.config.algorithms` (its hyper-parameters,
+    summary and task defaults, importable without torch) and registers only its ``client`` and
+    ``server`` here.  Any other algorithm (your own) gives ``params`` and ``summary`` itself.
+    """
+    if name in DECLARED:
+        declared = DECLARED.get(name)
+        given = {"params": params, "summary": summary, "task_defaults": task_defaults}
+        clash = [key for key, value in given.items() if value is not None and value != getattr(declared, key)]
+        if clash:
+            raise ValueError(f"algorithm {name!r} is declared in fedml_prr.config.algorithms; its {', '.join(clash)} "
+                             "must come from there")
+        params, summary, task_defaults = declared.params, declared.summary, declared.task_defaults
+    elif params is None or summary is None:
+        raise ValueError(f"algorithm {name!r}: give params (its hyper-parameter dataclass) and summary")
     spec = AlgorithmSpec(name, client, server, params, summary, dict(task_defaults or {}))
     ALGORITHMS.register(name)(spec)
     return spec

@@ -34,12 +34,12 @@ and sends it, with ``c``, at every round start, so a silo that missed rounds sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
 
 import torch
 from torch import nn
 
+from ..config.algorithms import ScaffoldParams
 from ..core.averaging import weighted_average
 from ..training.codec import number, state
 from ..training.federated import ClientContext, FederatedServer, Message, StepInfo
@@ -48,27 +48,6 @@ from .registry import register_algorithm
 from .single_model import SingleModelClient
 
 State = Dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ScaffoldParams:
-    """SCAFFOLD's keys (``prr_scaffold_*``).
-
-    Attributes
-    ----------
-    scaffold_global_lr:
-        ``eta_g``, the server's step on the averaged model update (the paper's experiments: 1).
-    scaffold_sample_weighted:
-        Weight clients by training-set size (as this project's FedAvg); ``false``: uniformly, as
-        the paper.
-    """
-
-    scaffold_global_lr: float = 1.0
-    scaffold_sample_weighted: bool = True
-
-    def __post_init__(self) -> None:
-        if self.scaffold_global_lr <= 0:
-            raise ValueError(f"prr_scaffold_global_lr must be > 0, got {self.scaffold_global_lr}")
 
 
 def option_ii_control(client_control: Mapping[str, torch.Tensor], server_control: Mapping[str, torch.Tensor],
@@ -199,5 +178,4 @@ class ScaffoldServer(FederatedServer):
         self.global_state, self.control = state["global_state"], state["control"]
 
 
-SPEC = register_algorithm("SCAFFOLD", client=ScaffoldClient, server=ScaffoldServer, params=ScaffoldParams,
-                          summary="control-variate corrected local SGD, option II (Karimireddy et al. 2020)")
+SPEC = register_algorithm("SCAFFOLD", client=ScaffoldClient, server=ScaffoldServer)

@@ -30,7 +30,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .commands import COMMANDS
     from .parser import build_parser
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(layout_names=argv[:1] == ["prepare"]).parse_args(argv)
     # fedml pins old packages; requests warns about their versions at import time (harmless)
     warnings.filterwarnings("ignore", message=r"urllib3 .* doesn't match a supported version")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

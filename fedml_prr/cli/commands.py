@@ -1,61 +1,60 @@
-"""The ``fedml-prr`` commands that work in this process: run, compare, prepare, algorithms."""
+"""The ``fedml-prr`` commands that work in this process: run, compare, prepare, algorithms.
+
+A command first checks its config without torch or FedML (:func:`.checks.check_config`: the YAML,
+every key's name, type and range, the results folder), so that a config error appears at once; only
+then does it import the heavy layers, check the config against the dataset and model registries
+(:func:`fedml_prr.api.make_config`) and run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
-from ..algorithms import ALGORITHMS
-from ..config import ConfigError, flatten_sections, parse_assignments
-from ..fedml_adapter.install import FEDML_PREFIX
+from ..config import DECLARED, ConfigError, flatten_sections, parse_assignments, read_config_file
+from .checks import CONFIG_ERRORS, RUN_ERRORS, check_config, config_error, native_algorithm
 from .parser import parse_list
 from .tables import fail, print_result
 
-
-def native_algorithm(name: Optional[str]) -> Optional[str]:
-    """``FedML:<name>`` -> FedML's own ``<name>`` (FedAvg or FedProx), else None."""
-    if not name or not str(name).lower().startswith(FEDML_PREFIX):
-        return None
-    from ..fedml_adapter.fedml_native import NATIVE_MPI_ALGORITHMS
-
-    wanted = str(name)[len(FEDML_PREFIX):]
-    for known in NATIVE_MPI_ALGORITHMS:
-        if known.lower() == wanted.lower():
-            return known
-    raise ConfigError(f"{name} is not available; FedML's own algorithms runnable here: "
-                      f"{', '.join('FedML:' + a for a in NATIVE_MPI_ALGORITHMS)}")
-
-
 def run_command(args: argparse.Namespace) -> int:
     """``fedml-prr run``: one process, or one party of an MPI / gRPC run."""
-    from ..api import make_config, read_yaml, run
-    from ..runtime.distributed import mpi_world
+    from ..runtime.mpi import mpi_world
 
     try:
-        document = read_yaml(args.cf)
-        native = native_algorithm(args.algorithm or flatten_sections(document)[0].get("federated_optimizer"))
+        document = read_config_file(args.cf)  # read once for the whole command
         overrides = parse_assignments(args.set)
         if args.insecure:
             overrides["prr_insecure"] = True
-        config = make_config(document, algorithm=native or args.algorithm, overrides=overrides,
-                             paper_scale=args.paper_scale)
-    except (ConfigError, KeyError, FileNotFoundError, ValueError) as exc:
-        return fail(f"config error: {exc.args[0] if isinstance(exc, KeyError) else exc}", 2)
-    if args.resume and args.overwrite:
-        return fail("error: --resume and --overwrite exclude each other", 2)
+        native = native_algorithm(args.algorithm or overrides.get("federated_optimizer")
+                                  or flatten_sections(document)[0].get("federated_optimizer"))
+        check_config(document, overrides, algorithm=native or args.algorithm, warn_unused_fedml_keys=not native,
+                     name=args.cf)
+        if args.resume and args.overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other")
+    except CONFIG_ERRORS as exc:
+        return config_error(exc)
     world = mpi_world()
     if native and world is None:
         return fail(f"config error: FedML:{native} is FedML's own MPI simulation; launch it with "
                     f"`fedml-prr mpirun -np K+1 --cf {args.cf} --algorithm FedML:{native}`", 2)
+    from ..api import make_config, run
+
+    try:
+        config = make_config(document, name=args.cf, algorithm=native or args.algorithm, overrides=overrides,
+                             paper_scale=args.paper_scale, warn_unused_fedml_keys=False)
+    except CONFIG_ERRORS as exc:
+        return config_error(exc)
     if world is not None or args.role is not None:
         from .launchers import run_party_process
 
         return run_party_process(args, config, world, native)
     try:
         result = run(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
+    except ConfigError as exc:
+        return config_error(exc)
+    except RUN_ERRORS as exc:
         if args.verbose:
             raise
         return fail(f"error: {exc} (run with -v for the traceback)")
@@ -63,18 +62,29 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_compare_configs(path: str, overrides: Mapping[str, Any], algorithms: Sequence[str]) -> None:
+    """:func:`check_config` for every algorithm of a comparison (its seeds change no key's validity)."""
+    for algorithm in algorithms:
+        check_config(path, overrides, algorithm=algorithm)
+
+
 def compare_command(args: argparse.Namespace) -> int:
     """``fedml-prr compare``: the algorithm x seed matrix, its tables and figures."""
-    from ..compare import compare
-
     try:
         algorithms = parse_list(args.algorithms, what="--algorithms")
         seeds = parse_list(args.seeds, what="--seeds", cast=int)
-        report = compare(args.cf, algorithms, seeds, overrides=parse_assignments(args.set),
+        overrides = parse_assignments(args.set)
+        check_compare_configs(args.cf, overrides, algorithms)
+    except CONFIG_ERRORS as exc:
+        return config_error(exc)
+    from ..compare import compare
+
+    try:
+        report = compare(args.cf, algorithms, seeds, overrides=overrides,
                          paper_scale=args.paper_scale, out=args.out, progress=not args.no_progress)
     except (ConfigError, KeyError) as exc:
-        return fail(f"config error: {exc.args[0] if isinstance(exc, KeyError) else exc}", 2)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        return config_error(exc)
+    except RUN_ERRORS as exc:
         if args.verbose:
             raise
         return fail(f"error: {exc} (run with -v for the traceback)")
@@ -104,7 +114,7 @@ def prepare_command(args: argparse.Namespace) -> int:
         out = prepare_layout(args.dataset, args.root, args.out, args.size, workers=args.workers,
                              overwrite=args.overwrite, on_manifest=start_bar,
                              progress=lambda n: bar.update(n) if bar is not None else None, **options)
-    except (ConfigError, KeyError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (ConfigError, KeyError, FileNotFoundError, FileExistsError, ValueError, OSError) as exc:
         if args.verbose:
             raise
         return fail(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}")
@@ -135,9 +145,10 @@ def provision_command(args: argparse.Namespace) -> int:
 
 
 def algorithms_command(args: Optional[argparse.Namespace] = None) -> int:
-    """``fedml-prr algorithms``: every registered algorithm and its one-line summary."""
-    for name in ALGORITHMS.names():
-        print(f"{name:<10} {ALGORITHMS.get(name).summary}")
+    """``fedml-prr algorithms``: every algorithm and its one-line summary (from the declarations,
+    :mod:`fedml_prr.config.algorithms`: no torch needed)."""
+    for name in DECLARED.names():
+        print(f"{name:<10} {DECLARED.get(name).summary}")
     return 0
 
 

@@ -12,9 +12,10 @@ import traceback
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..config import flatten_sections
+from ..config import flatten_sections, parse_assignments, read_config_file
+from .checks import CONFIG_ERRORS, check_config, config_error, native_algorithm
+from .parser import build_parser, mpirun_arguments
 from .tables import fail, print_result
-from .parser import mpirun_arguments
 
 
 def run_party_process(args: argparse.Namespace, config, world, native) -> int:
@@ -81,16 +82,32 @@ def exec_command(argv: List[str]) -> int:
 
 
 def mpirun_command(argv: List[str]) -> int:
-    """``fedml-prr mpirun -np NP --cf CONFIG [run options]``."""
-    from ..api import read_yaml
+    """``fedml-prr mpirun -np NP --cf CONFIG [run options]``.
 
+    The config is checked here, once, before anything is launched; so is ``-np`` against the
+    federation's client count K (``client_num_in_total``, else the dataset's): it must be K+1.
+    """
     known, rest = mpirun_arguments(argparse.ArgumentParser(prog="fedml-prr mpirun")).parse_known_args(argv)
-    np_ = known.np
-    if np_ is None:
-        total = flatten_sections(read_yaml(known.cf))[0].get("client_num_in_total")
-        if total is None:
-            return fail("config error: give -np K+1 (the config has no client_num_in_total)", 2)
-        np_ = int(total) + 1
+    run_args = build_parser(layout_names=False).parse_args(["run", "--cf", known.cf, *rest])
+    try:
+        overrides = parse_assignments(run_args.set)
+        native = native_algorithm(run_args.algorithm or overrides.get("federated_optimizer")
+                                  or flatten_sections(read_config_file(known.cf))[0].get("federated_optimizer"))
+        config = check_config(known.cf, overrides, algorithm=native or run_args.algorithm,
+                              warn_unused_fedml_keys=not native)
+        clients, source = config.num_clients, "client_num_in_total"
+        if clients is None:
+            from ..api import federation_for, make_config
+
+            config = make_config(known.cf, algorithm=native or run_args.algorithm, overrides=overrides,
+                                 paper_scale=run_args.paper_scale, warn_unused_fedml_keys=False)
+            clients, source = len(federation_for(config).clients), f"dataset {config.dataset!r}"
+    except CONFIG_ERRORS as exc:
+        return config_error(exc)
+    np_ = clients + 1 if known.np is None else known.np
+    if np_ != clients + 1:
+        return fail(f"config error: -np {np_} does not match the federation: {clients} clients ({source}) need "
+                    f"-np {clients + 1} (rank 0 the server, ranks 1..{clients} the clients)", 2)
     local = Path(sys.executable).parent / "mpirun"
     mpirun = str(local) if local.exists() else shutil.which("mpirun")
     if mpirun is None:
@@ -108,10 +125,6 @@ def mpirun_command(argv: List[str]) -> int:
 
 def grpc_federation_main(argv: Optional[Sequence[str]] = None) -> int:
     """``run_scripts/run_grpc_federation.py``: a whole gRPC federation on this machine."""
-    from ..api import federation_for, make_config, read_yaml
-    from ..config import ConfigError, parse_assignments
-    from ..runtime.launch import launch_grpc_federation
-
     parser = argparse.ArgumentParser(
         description="Run a cross-silo federation over gRPC on this machine: one server process and K client "
                     "processes on free loopback ports; prints the server's result table.")
@@ -127,10 +140,15 @@ def grpc_federation_main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        config = make_config(read_yaml(args.cf), algorithm=args.algorithm, overrides=parse_assignments(args.set))
+        overrides = parse_assignments(args.set)
+        check_config(args.cf, overrides, algorithm=args.algorithm)  # at once, before the heavy imports
+        from ..api import federation_for, make_config
+        from ..runtime.launch import launch_grpc_federation
+
+        config = make_config(args.cf, algorithm=args.algorithm, overrides=overrides, warn_unused_fedml_keys=False)
         clients = args.clients or config.num_clients or len(federation_for(config).clients)
-    except (ConfigError, KeyError, FileNotFoundError, ValueError) as exc:
-        return fail(f"config error: {exc.args[0] if isinstance(exc, KeyError) else exc}", 2)
+    except CONFIG_ERRORS as exc:
+        return config_error(exc)
     extra = (["--algorithm", args.algorithm] if args.algorithm else []) + \
             (["--resume"] if args.resume else []) + (["--overwrite"] if args.overwrite else [])
     outcome = launch_grpc_federation(args.cf, num_clients=clients,

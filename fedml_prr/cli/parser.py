@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, List
 
-from ..algorithms import ALGORITHMS
-from ..config import ConfigError
+from ..config import DECLARED, ConfigError
 
 DESCRIPTION = ("fedml-prr: run an algorithm from a FedML YAML and print per-client results, compare algorithms "
                "over seeds, run under MPI or cross-silo over gRPC, or decode a dataset on disk once into a "
@@ -43,14 +42,16 @@ def _config_arguments(parser: argparse.ArgumentParser, *, every_run: bool = Fals
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar" + ("s" if every_run else ""))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, layout_names: bool = True) -> argparse.ArgumentParser:
+    """The whole parser; ``layout_names=False`` leaves the dataset layouts out of ``prepare``'s help
+    (listing them imports the data layer, and with it torch: the other commands start without it)."""
     parser = argparse.ArgumentParser(prog="fedml-prr", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level, tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train one algorithm from a FedML YAML and print per-client results")
     _config_arguments(run)
-    run.add_argument("--algorithm", help=f"override federated_optimizer ({', '.join(ALGORITHMS.names())})")
+    run.add_argument("--algorithm", help=f"override federated_optimizer ({', '.join(DECLARED.names())})")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed round")
     run.add_argument("--overwrite", action="store_true", help="replace an earlier run in the results folder")
     run.add_argument("--role", choices=("server", "client"),
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "into the output folder.")
     _config_arguments(compare, every_run=True)
     compare.add_argument("--algorithms", required=True, metavar="A,B,...",
-                         help=f"comma-separated algorithms, in table order ({', '.join(ALGORITHMS.names())})")
+                         help=f"comma-separated algorithms, in table order ({', '.join(DECLARED.names())})")
     compare.add_argument("--seeds", default="0,1,2", metavar="S,S,...",
                          help="comma-separated random seeds (default: 0,1,2)")
     compare.add_argument("--out", help="comparison folder (default: <prr_results_dir of the config>/compare)")
@@ -93,19 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("algorithms", help="list the registered algorithms")
     sub.add_parser("exec", help="run an unmodified FedML main script with this plugin installed "
                                 "(fedml-prr exec SCRIPT ARGS)", add_help=False)
-    _add_prepare_parser(sub)
+    _add_prepare_parser(sub, layout_names)
     return parser
 
 
-def _add_prepare_parser(sub) -> None:
-    from ..data.layout import LAYOUTS
+def _add_prepare_parser(sub, layout_names: bool) -> None:
+    names = "see docs/datasets.md"
+    if layout_names:
+        from ..data.layout import LAYOUTS
 
+        names = ", ".join(LAYOUTS.names())
     prepare = sub.add_parser(
         "prepare", help="decode and resize a dataset on disk once into a memory-mapped cache",
         description="Read a dataset layout (docs/datasets.md), decode and resize every image once and write "
                     "images.npy, labels.npy, splits.csv and meta.json into --out. Train from it with "
                     "prr_dataset_options: {cache: OUT} and prr_image_size equal to --size.")
-    prepare.add_argument("dataset", help=f"dataset layout ({', '.join(LAYOUTS.names())})")
+    prepare.add_argument("dataset", help=f"dataset layout ({names})")
     prepare.add_argument("--root", required=True, help="the dataset's folder, as documented in docs/datasets.md")
     prepare.add_argument("--out", required=True, help="cache folder to create (must be new or empty)")
     prepare.add_argument("--size", type=int, default=128, help="square image side in pixels (default: 128)")

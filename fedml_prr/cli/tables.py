@@ -6,13 +6,14 @@ import sys
 from typing import Any, Mapping
 
 from ..tables import Column, Table, percent
-from ..training.tasks import task_named
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
     """Per-client test metrics of the selected round, with unweighted (and for classification
     sample-weighted) averages and each client's mean retrogress; the columns are the task's
     (:attr:`~fedml_prr.training.tasks.Task.table_columns`)."""
+    from ..training.tasks import task_named  # here: the error path of the CLI must not import torch
+
     task = task_named(summary.get("task", "classification"))
     selected, retro = summary["selected"], summary["retrogress"]["clients"]
     table = Table([Column("client", 12, left=True), Column("n", 5)]

@@ -3,21 +3,31 @@
 A run is described by a FedML YAML (``common_args``, ``data_args``, ``train_args``, ...) plus a
 ``prr_args`` section holding this plugin's keys, every one prefixed ``prr_``.  :func:`load_config`
 reads such a mapping once, checks every key it knows (type and range), refuses unknown ``prr_``
-keys with the list of valid ones, and returns a frozen :class:`RunConfig`.  Algorithm-specific
-hyper-parameters are dataclasses registered with each algorithm (see :mod:`fedml_prr.algorithms`);
-their fields are ``prr_<field>`` keys.
+keys with the list of valid ones and FedML-section keys that neither this plugin nor FedML reads,
+and returns a frozen :class:`RunConfig`; :func:`read_config_file` reads the file (YAML errors
+name its line).  Algorithm-specific hyper-parameters are dataclasses declared for each algorithm
+in :mod:`fedml_prr.config.algorithms`; their fields are ``prr_<field>`` keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import typing
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Type, TypeVar
+from pathlib import Path
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
+from .fedml_keys import fedml_own_keys
 from .presets import MERGED_OPTION_KEYS
 from .schema import ConfigError, EngineOptions, FederationOptions, RunConfig, RunOptions, TrainSchedule, check
 
-#: FedML keys this plugin reads, with their type (all others are passed to FedML untouched).
+logger = logging.getLogger(__name__)
+
+_WARNED: set = set()  # warnings about unused FedML keys already logged by this process
+
+#: FedML keys this plugin reads, with their type.  Any other key of a FedML section must be one of
+#: FedML's own (:mod:`.fedml_keys`; accepted with a warning, passed to FedML untouched) or is an error.
 FEDML_KEYS: Dict[str, type] = {
     "training_type": str,
     "random_seed": int,
@@ -36,6 +46,7 @@ FEDML_KEYS: Dict[str, type] = {
     "momentum": float,
     "using_gpu": bool,
     "backend": str,
+    "grpc_ipconfig_path": str,
 }
 
 
@@ -104,6 +115,63 @@ def parse_assignments(items: Sequence[str]) -> Dict[str, Any]:
     return out
 
 
+def _unique_key_loader():
+    """A YAML SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (lines {seen[key] + 1} and "
+                        f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def read_config_file(path: Union[str, Path]) -> Dict[str, Any]:
+    """Parse a FedML YAML config file into its mapping of sections.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ConfigError
+        A YAML syntax error or a key given twice (naming the file, line and column), a document
+        that is not a mapping of sections, or one without any key (an empty file would start a
+        full default run).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        document = yaml.load(path.read_text(), Loader=_unique_key_loader())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file; give a FedML YAML config") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        context, start = getattr(error, "context", None), getattr(error, "context_mark", None)
+        if context and start is not None:
+            context += f" at line {start.line + 1}, column {start.column + 1}"
+        raise ConfigError(f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else "")) from None
+    if document is not None and not isinstance(document, Mapping):
+        raise ConfigError(f"{path}: a FedML config must be a mapping of sections (common_args:, train_args:, "
+                          f"prr_args:, ...), got {type(document).__name__}")
+    if not document or not any(document.values()):
+        raise ConfigError(f"{path} holds no key; a run needs at least its dataset, model and algorithm "
+                          "(start from configs/prr_derm_synthetic.yaml, docs/configuration.md)")
+    return dict(document)
+
+
 def flatten_sections(document: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Split a FedML YAML mapping into (FedML keys, ``prr_args`` keys).
 
@@ -112,17 +180,65 @@ def flatten_sections(document: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[
     """
     fedml_keys: Dict[str, Any] = {}
     prr_keys: Dict[str, Any] = {}
+    sections: Dict[str, str] = {}
     for section, content in document.items():
         if content is None:
             continue
         if not isinstance(content, Mapping):
             raise ConfigError(f"section {section!r} must be a mapping of keys, got {content!r}")
+        for key in content:
+            if key in sections:
+                raise ConfigError(f"key {key!r} is in both {sections[key]} and {section}; keep one")
+            sections[key] = section
         target = prr_keys if section == "prr_args" else fedml_keys
         target.update(content)
     for key in fedml_keys:
         if str(key).startswith("prr_"):
             raise ConfigError(f"{key!r} belongs in the prr_args section")
     return fedml_keys, prr_keys
+
+
+def _placed(keys: Sequence[str], origins: Mapping[str, str]) -> str:
+    """``['a'] in train_args of x.yaml`` (every place the keys come from)."""
+    places = sorted({origins[k] for k in keys if k in origins})
+    return f"{list(keys)}" + (f" in {' and '.join(places)}" if places else "")
+
+
+def _did_you_mean(keys: Sequence[str], valid: Iterable[str]) -> str:
+    """``" (did you mean 'epochs'?)"`` for the nearest valid spelling of each key, if any is near."""
+    valid = sorted(valid)
+    guesses = {k: m[0] for k in keys for m in [difflib.get_close_matches(k, valid, n=1)] if m}
+    if not guesses:
+        return ""
+    if len(keys) == 1:
+        return f" (did you mean {next(iter(guesses.values()))!r}?)"
+    return f" (did you mean {', '.join(f'{m!r} for {k!r}' for k, m in guesses.items())}?)"
+
+
+def _check_fedml_keys(fedml_keys: Mapping[str, Any], origins: Mapping[str, str],
+                      algorithm_params: Mapping[str, type], *, warn_unused: bool) -> None:
+    """Refuse FedML-section keys that neither this plugin nor FedML reads; warn about FedML's own
+    keys this plugin does not use (:mod:`fedml_prr.config.fedml_keys`)."""
+    ours = set(FEDML_KEYS)
+    for params_cls in algorithm_params.values():  # a FedML key named as a hyper-parameter (fedprox_mu)
+        ours |= {f.name for f in dataclasses.fields(params_cls)}
+    others = sorted(k for k in fedml_keys if k not in ours)
+    if not others:
+        return
+    fedml_own = fedml_own_keys()
+    if fedml_own is None:
+        logger.warning("FedML is not installed, so these keys could not be checked: %s", _placed(others, origins))
+        return
+    unknown = [k for k in others if k not in fedml_own]
+    if unknown:
+        raise ConfigError(f"unknown key(s) {_placed(unknown, origins)}{_did_you_mean(unknown, ours | fedml_own)}: "
+                          f"neither fedml_prr nor FedML reads {'it' if len(unknown) == 1 else 'them'}; fix the "
+                          "spelling or remove it (docs/configuration.md lists the keys)")
+    message = f"FedML key(s) {_placed(others, origins)} are not read by fedml_prr (its algorithms, data and " \
+              "schedule ignore them)"
+    if warn_unused and message not in _WARNED:  # once per process: compare validates one config per run
+        _WARNED.add(message)
+        logger.warning(message)
 
 
 def load_config(
@@ -133,6 +249,8 @@ def load_config(
     overrides: Optional[Mapping[str, Any]] = None,
     presets: Optional[Mapping[str, Any]] = None,
     prr_defaults: Optional[Mapping[str, Any]] = None,
+    source: Optional[str] = None,
+    warn_unused_fedml_keys: bool = True,
 ) -> RunConfig:
     """Validate a FedML YAML document into a :class:`RunConfig`.
 
@@ -154,8 +272,24 @@ def load_config(
     prr_defaults:
         ``prr_`` keys used when neither the YAML nor ``overrides`` sets them (the dataset's task
         defaults, e.g. PRR's segmentation variant).
+    source:
+        Where ``document`` came from (its file), named in errors about its keys.
+    warn_unused_fedml_keys:
+        Log a warning naming the FedML keys this plugin does not use (off when FedML's own
+        implementation runs, which reads them).
+
+    Raises
+    ------
+    ConfigError
+        A key in a FedML section that neither this plugin nor FedML reads
+        (:mod:`fedml_prr.config.fedml_keys`), an unknown ``prr_`` key, a key of the wrong type or
+        out of range; each message names the key and where it came from.
     """
     fedml_keys, prr_keys = flatten_sections(document)
+    origins = {key: f"{section} of {source}" if source else section
+               for section, content in document.items() if isinstance(content, Mapping) for key in content}
+    origins.update({key: "--paper-scale" for key in presets or {}})
+    origins.update({key: "--set" for key in overrides or {}})
     for key, value in (presets or {}).items():
         target = prr_keys if key.startswith("prr_") else fedml_keys
         if key in MERGED_OPTION_KEYS and isinstance(target.get(key), Mapping):
@@ -172,7 +306,9 @@ def load_config(
         valid_prr |= set(field_keys(params_cls))
     unknown = sorted(k for k in prr_keys if k not in valid_prr)
     if unknown:
-        raise ConfigError(f"unknown prr_args key(s) {unknown}; valid keys: {', '.join(sorted(valid_prr))}")
+        raise ConfigError(f"unknown prr_args key(s) {_placed(unknown, origins)}{_did_you_mean(unknown, valid_prr)}; "
+                          f"valid keys: {', '.join(sorted(valid_prr))}")
+    _check_fedml_keys(fedml_keys, origins, algorithm_params, warn_unused=warn_unused_fedml_keys)
     for key, expected in FEDML_KEYS.items():
         if key in fedml_keys and fedml_keys[key] is not None:
             fedml_keys[key] = _coerce(key, fedml_keys[key], expected)

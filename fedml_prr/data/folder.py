@@ -9,7 +9,10 @@ reads only the named ones (a hospital's ``root`` may hold its own folder only). 
 the option ``class_names`` if given (folders are mapped to it by name: a client, or every loaded
 client, may lack a class; a folder of another class is an error), else the sorted union of the
 class folders found in the loaded clients' ``train`` splits; a client may lack some classes
-(imbalanced data), but a class folder in ``valid``/``test`` that no train split has is an error.
+(imbalanced data), but a class folder in ``valid``/``test`` that no train split has is an error, and
+so is anything that would silently train a different model than the folders suggest: class names
+that differ only by case (``mel`` and ``MEL``), a client sharing no class with the others, a class
+with no training image in any client, and a broken symbolic link (never skipped).
 Images are decoded by :func:`~fedml_prr.data.images.decode_image` as the dermoscopy layouts
 are: read with PIL (JPEGs at a reduced DCT scale still at least ``image_size``), converted to
 RGB, resized (antialiased bilinear) to ``image_size`` square and stored as ``uint8``. Files with
@@ -34,12 +37,50 @@ logger = logging.getLogger(__name__)
 DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
+def _refuse_broken_link(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        raise FileNotFoundError(f"broken symbolic link {path} -> {path.readlink()} (its target does not exist); "
+                                "restore the target or remove the link")
+
+
 def _subdirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    for entry in entries:
+        if not entry.suffix:  # a link to a missing image is reported with the images
+            _refuse_broken_link(entry)
+    return sorted(p for p in entries if p.is_dir())
 
 
 def _image_files(folder: Path, extensions: Sequence[str]) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+    candidates = [p for p in folder.iterdir() if p.suffix.lower() in extensions]
+    for path in candidates:
+        _refuse_broken_link(path)
+    return sorted(p for p in candidates if p.is_file())
+
+
+def _check_class_names(root: Path, client_dirs: Sequence[Path]) -> list[str]:
+    """The sorted class names (the union of the clients' train class folders), refusing what would
+    train a wrong model: names that differ only by case (two classes for one), a client sharing no
+    class with the others (its classes would be separate outputs)."""
+    by_client = {c.name: {d.name for d in _subdirs(c / "train")} for c in client_dirs}
+    class_names = sorted(set().union(*by_client.values()))
+    spellings: dict = {}
+    for name in class_names:
+        spellings.setdefault(name.lower(), []).append(name)
+    clashes = [names for names in spellings.values() if len(names) > 1]
+    if clashes:
+        where = "; ".join(" vs ".join(f"{n!r} ({', '.join(c for c in by_client if n in by_client[c])})" for n in names)
+                          for names in clashes)
+        raise ValueError(f"class folders under {root} differ only by case: {where}; they would be separate classes - "
+                         "rename them to one spelling")
+    if len(by_client) > 1:
+        for client, names in by_client.items():
+            others = set().union(*(n for c, n in by_client.items() if c != client))
+            if names and not names & others:
+                raise ValueError(f"client {client!r} shares no class with the other clients: its train classes "
+                                 f"{sorted(names)}, theirs {sorted(others)}; rename its class folders to the "
+                                 "federation's class names")
+    return class_names
 
 
 def _load_split(folder: Path, class_names: Sequence[str], image_size: int, extensions: Sequence[str]) -> ImageSplit:
@@ -73,11 +114,14 @@ def load_image_folder_federation(
     Raises
     ------
     FileNotFoundError
-        ``root`` or a client's ``train``/``valid``/``test`` folder is missing.
+        ``root`` or a client's ``train``/``valid``/``test`` folder is missing, or a symbolic link
+        to an image or a folder is broken (never skipped silently).
     ValueError
         No client folders, a client in ``clients`` without a folder, no images at all, a client
         with no training images, a valid/test class folder unknown to every train split
-        ("mismatched classes") or a class folder not in ``class_names``, or an unreadable image.
+        ("mismatched classes") or a class folder not in ``class_names``, class names that differ
+        only by case, a client sharing no class with the others, a class with no training image in
+        any client, or an unreadable image.
     """
     root = Path(root)
     extensions = tuple(e.lower() for e in extensions)
@@ -94,7 +138,7 @@ def load_image_folder_federation(
                 raise FileNotFoundError(f"missing split folder {client_dir / split}; create it (it may be empty)")
 
     given = name_list(class_names, "class_names", "image_folder")
-    class_names = list(given) if given else sorted({d.name for c in client_dirs for d in _subdirs(c / "train")})
+    class_names = list(given) if given else _check_class_names(root, client_dirs)
     if given is None and clients is not None:
         logger.warning("image_folder: class names %s read from the folders of %s only; give class_names so labels "
                        "are numbered as in the whole federation", class_names, ", ".join(selected))
@@ -117,6 +161,11 @@ def load_image_folder_federation(
         if not any(_image_files(d, extensions) for d in _subdirs(client_dir / "train")):
             raise ValueError(f"empty client: {client_dir / 'train'} has no images; add training images or remove "
                              f"the client folder")
+    trained = {d.name for c in client_dirs for d in _subdirs(c / "train") if _image_files(d, extensions)}
+    absent = [n for n in class_names if n not in trained]
+    if absent:  # as the dermoscopy layouts (Manifest.validate)
+        raise ValueError(f"{root}: class(es) {absent} have no training image in any client (empty train/<class> "
+                         "folders); the model could never learn them - add images or remove those folders")
 
     clients = []
     for client_dir in client_dirs:

@@ -37,10 +37,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-logger = logging.getLogger(__name__)
+from ..config.fedml_keys import FEDML_PREFIX
 
-#: prefix selecting FedML's own implementation of an algorithm whose name we also register
-FEDML_PREFIX = "fedml:"
+logger = logging.getLogger(__name__)
 
 _installed = False
 

@@ -242,16 +242,6 @@ def _accepted(spec, kinds):
     return {kind: table[kind] for kind in kinds}
 
 
-def mpi_world():
-    """``(comm, rank, size)`` of ``MPI.COMM_WORLD`` when this process was started by mpirun, else None."""
-    if not any(k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")):
-        return None
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
-    return (comm, comm.Get_rank(), comm.Get_size()) if comm.Get_size() > 1 else None
-
-
 def run_fedml_native(config: RunConfig, federation: Federation, *, algorithm: str, rank: int,
                      overwrite: bool = False) -> Optional[RunResult]:
     """FedML's *own* MPI simulation of ``algorithm`` (``FedML:FedAvg`` / ``FedML:FedProx``) on our data.

@@ -119,7 +119,11 @@ class ResultsStore:
         return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
 
     def check_same_config(self, config_dict: Mapping[str, Any]) -> None:
-        """Refuse to resume a run under a different configuration (naming what changed)."""
+        """Refuse to resume a run under a different configuration (naming what changed), or one whose
+        configuration is not there to compare with."""
+        if not (self.root / "config.resolved.json").is_file():
+            raise ValueError(f"cannot resume {self.root}: its config.resolved.json is missing, so the interrupted "
+                             "run's configuration is unknown; start a new run (--overwrite)")
         changed = self.config_changes(config_dict)
         if changed:
             raise ValueError(f"cannot resume {self.root}: the configuration differs from the interrupted run's "
@@ -167,10 +171,20 @@ class ResultsStore:
         atomic_torch_save(dict(state), self.resume_path)
 
     def load_resume(self) -> Dict[str, Any]:
-        if not self.resume_path.exists():
-            raise FileNotFoundError(f"nothing to resume: {self.resume_path} does not exist "
-                                    "(the run never completed a round; start it again without --resume)")
-        return load_state_file(self.resume_path)
+        """The saved state of ``resume.pt``; one-line errors when there is no run to resume, or the
+        file is not a complete resume state (truncated, overwritten, crafted: it is read without
+        running any code, :func:`load_state_file`)."""
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"nothing to resume: there is no run in {self.root} (prr_results_dir); start "
+                                    "it without --resume")
+        if not self.resume_path.is_file():
+            raise FileNotFoundError(f"nothing to resume: {self.resume_path} does not exist (the run in {self.root} "
+                                    "never completed a round); start it again without --resume")
+        state = load_state_file(self.resume_path)
+        if not isinstance(state, dict) or "completed_rounds" not in state:
+            raise ValueError(f"cannot resume from {self.resume_path}: it is not a fedml_prr resume state; restore it, "
+                             "or start the run again with --overwrite")
+        return state
 
     def summary(self, extra: Mapping[str, Any]) -> Dict[str, Any]:
         """Selected-round and final metrics, per client and averaged over clients."""
@@ -208,9 +222,9 @@ def load_state_file(path: Path) -> Dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        raise ValueError(f"{path} is not a state file this package wrote ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else 'unreadable'}); it is damaged or foreign - "
-                         "delete it and start the run again without --resume") from None
+        raise ValueError(f"cannot resume from {path}: the file is damaged or truncated, or not a state file this "
+                         f"package wrote ({type(error).__name__}); nothing in it was run - restore it, or start the "
+                         "run again with --overwrite") from None
 
 
 def run_fields(config: RunConfig, clients: Sequence[str], wall_time_s: float, **extra: Any) -> Dict[str, Any]:

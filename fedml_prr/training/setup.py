@@ -13,7 +13,7 @@ from typing import Callable, Optional, Tuple, Type, Union
 
 import torch
 
-from ..config import RunConfig
+from ..config import ConfigError, RunConfig
 from ..data.federation import ClientData, Federation, FederationInfo, ImageSplit
 from ..models import build_model, model_task
 from .federated import ClientContext, FederatedServer
@@ -21,12 +21,19 @@ from .validation import UpdateValidator
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda[:i]`` must be available."""
+    """``auto`` -> CUDA when available, else CPU; ``cuda[:i]`` must be available (else
+    :class:`~fedml_prr.config.ConfigError`, before anything is built)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"prr_device {name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:<index>'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"prr_device is {name!r} but CUDA is not available; use 'auto' or 'cpu'")
+        raise ConfigError(f"prr_device is {name!r} but CUDA is not available on this machine; use 'auto' or 'cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"prr_device is {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                          f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pick one of them or 'auto'")
     return device
 
 
@@ -55,6 +62,33 @@ def check_federation(config: RunConfig, federation: Union[Federation, Federation
                          f"is {federation.task}; pick a {federation.task} model (see docs/algorithm.md)")
 
 
+def trains_on_one_image(build: Callable[[], torch.nn.Module], image_size: int) -> bool:
+    """Whether a model from ``build`` can take a training step on a batch of one image (BatchNorm
+    after global pooling cannot: "Expected more than 1 value per channel"); probed on a fresh copy."""
+    with torch.random.fork_rng(devices=[]):  # dropout draws: the run's random stream stays untouched
+        model = build().train()
+        try:
+            model(torch.zeros(1, 3, image_size, image_size))
+        except ValueError:
+            return False
+    return True
+
+
+def check_batches(config: RunConfig, federation: Federation, build: Callable[[], torch.nn.Module]) -> None:
+    """Every client can train: a model that cannot train on one image (:func:`trains_on_one_image`,
+    probed only when it matters) needs batches of 2 and 2 training images per client; the last
+    batch of one image is dropped already (:func:`~fedml_prr.training.loops.batch_indices`)."""
+    single = [c for c in federation.clients if len(c.train) == 1]
+    if (config.schedule.batch_size > 1 and not single) or trains_on_one_image(build, federation.image_size):
+        return
+    if config.schedule.batch_size == 1:
+        raise ConfigError(f"batch_size is 1, but model {config.model!r} cannot train on a batch of one image "
+                          "(BatchNorm); set batch_size to 2 or more")
+    raise ValueError(f"client {single[0].name!r} of dataset {federation.name!r} has 1 training image, but model "
+                     f"{config.model!r} cannot train on a batch of one image (BatchNorm): each client's train split "
+                     "needs at least 2 images; add images or drop the client")
+
+
 def pooled_training_split(federation: Federation) -> ImageSplit:
     """All clients' training images in one split (the Centralized reference)."""
     return ImageSplit(torch.cat([c.train.images for c in federation.clients]),
@@ -71,6 +105,7 @@ def context_factory(config: RunConfig, federation: Federation, *,
     check_federation(config, federation)
     device = resolve_device(config.options.device)
     build = model_factory(config, federation.num_classes)
+    check_batches(config, federation, build)
     pooled = pooled_training_split(federation) if pooled_data else None
 
     def make_context(silo: int) -> ClientContext:
