@@ -219,3 +219,27 @@ def test_a_federation_whose_parties_sit_in_separate_network_namespaces(tmp_path,
         for ns in names:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+
+
+def test_the_launcher_names_the_party_that_failed_first(tmp_path, hospitals):
+    """Client rank 2 is killed; the server stops later (fail-fast): the launcher blames rank 2."""
+    root, own, class_names = hospitals
+    config_file = write_config(tmp_path, root / "all", class_names, algorithm="FedAvg", rounds=30, epochs=1)
+    results_dir = tmp_path / "grpc"
+    outcome = {}
+    federation = threading.Thread(target=lambda: outcome.update(run=launch_grpc_federation(
+        str(config_file), num_clients=3, results_dir=str(results_dir), timeout=HARD_TIMEOUT,
+        settings=["prr_dropout=fail", "prr_heartbeat_timeout_s=3"])))
+    federation.start()
+    deadline = time.monotonic() + HARD_TIMEOUT
+    while not (results_dir / "checkpoints" / "last" / "B.pt").exists():
+        assert federation.is_alive() and time.monotonic() < deadline, "round 0 never completed"
+        time.sleep(0.05)
+    found = subprocess.run(["pgrep", "-f", f"prr_results_dir={results_dir} .*--rank 2"], capture_output=True,
+                           text=True).stdout.split()
+    assert len(found) == 1, found
+    os.kill(int(found[0]), 9)
+    federation.join(timeout=HARD_TIMEOUT)
+    run = outcome["run"]
+    assert run.failed_rank == 2 and run.exit_codes[2] == -9 and run.returncode != 0, run.exit_codes
+    assert "client rank 2 (silo 1)" in run.log(0) and "prr_dropout: fail" in run.log(0)

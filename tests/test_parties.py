@@ -103,3 +103,36 @@ def test_a_distributed_backend_in_one_process_says_how_to_launch_it(backend, hin
     config = make_config({"comm_args": {"backend": backend}})
     with pytest.raises(ValueError, match=hint):
         run(config)
+
+
+def test_a_server_whose_message_cannot_reach_a_client_names_that_client(tmp_path, kits):
+    from fedml_prr.fedml_adapter.managers import ServerManager
+    from fedml_prr.fedml_adapter.trainers import AlgorithmServerAggregator
+    from fedml_prr.runtime.sp import build_local_federation
+
+    from fedtiny import TINY, tiny_federation
+
+    doc = {k: dict(v) for k, v in TINY.items()}
+    doc["prr_args"]["prr_results_dir"] = str(tmp_path / "run")
+    parties = build_local_federation(make_config(doc, algorithm="FedAvg"), tiny_federation())
+    aggregator = AlgorithmServerAggregator(None, None, coordinator=parties.coordinator)
+    ports = free_ports(2)  # rank 1's port: nobody listens there (the client was killed)
+    server = link(0, ports, kits, send_timeout=2.0)
+    for fail_fast in (True, False):
+        lost = []
+        manager = ServerManager(server, aggregator, num_clients=1,
+                                policy=Policy(dropout="fail" if fail_fast else "tolerate", heartbeat_timeout=None),
+                                on_lost=lost.append)
+        manager.joined = {1}
+        parties.coordinator.min_clients = 1
+        try:
+            manager._step()
+        except RuntimeError:
+            pass
+        if fail_fast:
+            assert len(lost) == 1 and lost[0].startswith("client rank 1 (silo 0) could not be reached")
+            assert "--resume" in lost[0] and "prr_dropout: fail" in lost[0]
+        else:
+            assert lost and "fewer than prr_min_clients" in lost[-1]  # no silo left to aggregate
+            assert 1 in manager.lost
+    server.stop_receive_message()

@@ -163,7 +163,10 @@ def load_image_folder_federation(
                              f"the client folder")
     trained = {d.name for c in client_dirs for d in _subdirs(c / "train") if _image_files(d, extensions)}
     absent = [n for n in class_names if n not in trained]
-    if absent:  # as the dermoscopy layouts (Manifest.validate)
+    if absent and (clients is not None or given):
+        # a hospital's own copy may lack a class; a declared label list may be wider than these folders
+        logger.warning("image_folder: class(es) %s have no training image in %s", absent, ", ".join(selected))
+    elif absent:  # as the dermoscopy layouts (Manifest.validate)
         raise ValueError(f"{root}: class(es) {absent} have no training image in any client (empty train/<class> "
                          "folders); the model could never learn them - add images or remove those folders")
 
