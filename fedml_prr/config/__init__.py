@@ -8,8 +8,8 @@ parsing), :mod:`.presets` (``--paper-scale``).
 
 from .loading import FEDML_KEYS, build_dataclass, field_keys, flatten_sections, load_config, parse_assignments
 from .presets import MERGED_OPTION_KEYS, PAPER_SCALE, paper_scale_preset
-from .schema import CONV_MODES, ENGINES, ConfigError, EngineOptions, RunConfig, RunOptions, TrainSchedule
+from .schema import COMPILE_MODES, CONV_MODES, ENGINES, ConfigError, EngineOptions, RunConfig, RunOptions, TrainSchedule
 
-__all__ = ["CONV_MODES", "ConfigError", "ENGINES", "EngineOptions", "FEDML_KEYS", "MERGED_OPTION_KEYS",
+__all__ = ["COMPILE_MODES", "CONV_MODES", "ConfigError", "ENGINES", "EngineOptions", "FEDML_KEYS", "MERGED_OPTION_KEYS",
            "PAPER_SCALE", "RunConfig", "RunOptions", "TrainSchedule", "build_dataclass", "field_keys",
            "flatten_sections", "load_config", "paper_scale_preset", "parse_assignments"]
