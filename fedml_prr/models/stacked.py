@@ -149,7 +149,7 @@ class StackedVGG16Slim(nn.Module):
         value = self.tensor(key)
         return value[sel] if isinstance(sel, slice) else value.index_select(0, sel)
 
-    def compile_forward(self, mode: str = "default") -> None:
+    def compile_forward(self, mode: str = "default", *, backend: str = "inductor") -> None:
         """Run the forward's computation (:meth:`compute`) through ``torch.compile`` from now on.
 
         :meth:`compute` sees tensors only (the slot selection, views and the write-back of the
@@ -157,9 +157,11 @@ class StackedVGG16Slim(nn.Module):
         given shape; shapes that change (fewer clients left in an epoch, a last smaller batch)
         make torch recompile with dynamic sizes, up to :data:`RECOMPILE_LIMIT` times.
         ``mode`` is ``torch.compile``'s (``default``, ``reduce-overhead`` for CUDA graphs,
-        ``max-autotune``, ...).
+        ``max-autotune``, ...); ``backend`` is its backend (``aot_eager`` traces and runs the same
+        kernels as eager, for checking the traced graph without code generation).
         """
-        compiled = torch.compile(self.compute, mode=mode, dynamic=None)
+        options = {"mode": mode} if backend == "inductor" else {}
+        compiled = torch.compile(self.compute, backend=backend, dynamic=None, **options)
 
         def run(*args, **kwargs):
             with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):

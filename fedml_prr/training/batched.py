@@ -30,7 +30,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import functools
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 import torch
 
@@ -141,6 +141,9 @@ class Cohort(abc.ABC):
         if options.compile:
             self.stacked.compile_forward(options.compile_mode)
         self._done_step: Optional[int] = None
+        #: entered around every epoch's optimisation steps (:meth:`train_epoch`); the device
+        #: checks put CUDA's sync debug mode or the profiler there
+        self.step_context: Callable[[], ContextManager] = contextlib.nullcontext
         for client in self.members:
             client.cohort = self
 
@@ -242,12 +245,13 @@ class Cohort(abc.ABC):
         (``tests/device_checks.py`` runs this under CUDA's sync debug mode and, on the CPU, on
         the data-less ``meta`` device).
         """
-        for active, groups in self.train_steps(self.epoch_batches()):
-            total = torch.zeros((), device=self.device)
-            for group, inputs, labels in groups:
-                for m, y, (logits, features) in zip(group, labels, self.forward(inputs, group, training=True)):
-                    total = total + member_loss(m, logits, features, y)
-            self.sgd_step(total, active, round_idx, momentum_state)
+        with self.step_context():
+            for active, groups in self.train_steps(self.epoch_batches()):
+                total = torch.zeros((), device=self.device)
+                for group, inputs, labels in groups:
+                    for m, y, (logits, features) in zip(group, labels, self.forward(inputs, group, training=True)):
+                        total = total + member_loss(m, logits, features, y)
+                self.sgd_step(total, active, round_idx, momentum_state)
 
     def sgd_step(self, loss: torch.Tensor, members: Sequence[int], round_idx: int,
                  momentum_state: Dict[str, Dict[int, torch.Tensor]]) -> None:
