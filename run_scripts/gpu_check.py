@@ -153,14 +153,29 @@ def part_compile(args, save, scratch: Path) -> bool:
     import device_checks
     from benchmark_engine import measure_epochs
 
-    result: Dict[str, Any] = {"mode": args.compile_mode}
+    from torch._dynamo.utils import counters
+
+    result: Dict[str, Any] = {"mode": args.compile_mode, "progress": []}
+    start, lock, done = time.perf_counter(), threading.Lock(), threading.Event()
 
     def keep(epochs: Dict[str, Any]) -> None:
-        result["epochs"] = epochs
-        save(result)
+        with lock:
+            result["epochs"] = epochs
+            save(result)
 
+    def watch() -> None:  # compiling can outlast the budget: note how far it got
+        while not done.wait(5.0):
+            with lock:
+                result["progress"].append({"elapsed_s": round(time.perf_counter() - start, 1),
+                                           "graphs_compiled": counters["stats"]["unique_graphs"]})
+                save(result)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     measure_epochs(workload(args), (COMPILE_VARIANT,), repeats=args.repeats, interleave=False, on_update=keep,
                    log=lambda line: print(line, flush=True))
+    done.set()
+    watcher.join()
     result["matches_eager"] = _run_check(device_checks.check_compile_matches_eager, args.device, scratch / "eager")
     save(result)
     return result["matches_eager"]["status"] == "passed"

@@ -166,24 +166,25 @@ def check_bf16_trains(device: str, tmp: Path) -> Dict[str, Any]:
     """PRR on the batched engine under bf16 autocast: finite, falling losses; float32 state."""
     parties = participants(Path(tmp), "PRR", device, epochs=2, lr=0.05, prr_engine="batched", prr_bf16=True)
     parties.step()  # handshake
-    round_losses = []
+    epoch_means = []
     for _ in range(parties.coordinator.num_steps - 1):
         parties.step()
         epoch_losses = [c.last_epoch[k] for c in parties.clients.values() for k in ("loss_personal", "loss_deputy")]
         assert all(math.isfinite(v) for v in epoch_losses), f"a bf16 loss is not finite: {epoch_losses}"
-        round_losses.append(sum(epoch_losses) / len(epoch_losses))
-    assert round_losses[-1] < round_losses[0], f"bf16 training loss did not fall: {round_losses}"
+        epoch_means.append(sum(epoch_losses) / len(epoch_losses))
+    assert epoch_means[-1] < epoch_means[0], f"bf16 training loss did not fall: {epoch_means}"
     dtypes = {str(v.dtype) for c in parties.clients.values() for m in c.models.values()
               for v in m.state_dict().values() if v.is_floating_point()}
     assert dtypes == {"torch.float32"}, f"bf16 training left state in {dtypes}"
-    return {"mean_loss_per_epoch": round_losses}
+    return {"mean_loss_per_epoch": epoch_means}
 
 
 def check_step_stays_on_device(device: str, tmp: Path) -> Dict[str, Any]:
     """A whole epoch of the batched engine's optimisation steps waits for nothing on the device.
 
     CUDA: data and models on the device, then in PRR runs (float32 and bf16) one epoch's steps
-    under sync debug mode ``error`` and the next one's in the profiler.  CPU: the epoch runs on
+    under sync debug mode ``error``, the next one's in the profiler, and the synchronising calls
+    of a whole protocol step counted (the epoch boundary's reads: stage check, losses, uploads).  CPU: the epoch runs on
     the ``meta`` device (see the module docstring).
     """
     if device == "cpu":
@@ -207,6 +208,9 @@ def check_step_stays_on_device(device: str, tmp: Path) -> Dict[str, Any]:
         cohort.step_context = lambda: profiler
         parties.step()  # epoch 2, profiled
         cohort.step_context = contextlib.nullcontext
+        whole: List[int] = []
+        with _sync_counter(whole, fail=False):  # a whole protocol step: the epoch boundary reads on the host
+            parties.step()
         copies = [e.name for e in profiler.events() if e.name.startswith("Memcpy")]
         to_device = [e for e in copies if "HtoD" in e]
         assert to_device, f"the profiler recorded no host-to-device copy (its copies: {sorted(set(copies))})"
@@ -214,7 +218,8 @@ def check_step_stays_on_device(device: str, tmp: Path) -> Dict[str, Any]:
         pageable = [e for e in to_device if "Pageable" in e]
         assert not to_host, f"the training step copies from the device to the host: {to_host[:3]}"
         assert not pageable, f"host-to-device copies from pageable memory: {pageable[:3]}"
-        out["bf16" if bf16 else "float32"] = {"synchronisations_in_epoch": sum(syncs),
+        out["bf16" if bf16 else "float32"] = {"synchronisations_in_epoch_steps": sum(syncs),
+                                              "synchronisations_in_whole_protocol_step": sum(whole),
                                               "host_to_device_copies_in_epoch": len(to_device),
                                               "copy_kinds": sorted(set(copies))}
     return out

@@ -190,11 +190,13 @@ class Cohort(abc.ABC):
         """Each member's index batches of one epoch (shuffled from its own generator, as the loop),
         on the device: one non-blocking copy per member and epoch."""
         s = self.members[0].ctx.schedule
-        out = []
+        out: List[List[torch.Tensor]] = []
         for c in self.members:
             batches = list(batch_indices(len(c.train_split), s.batch_size, c.generator))
-            on_device = to_device(torch.cat(batches), self.device) if batches else None
-            out.append(list(on_device.split([len(b) for b in batches])) if batches else [])
+            if not batches:
+                out.append([])
+                continue
+            out.append(list(to_device(torch.cat(batches), self.device).split([len(b) for b in batches])))
         return out
 
     def step_inputs(self, batches: Sequence[Tuple[int, torch.Tensor]]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
