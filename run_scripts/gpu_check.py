@@ -4,7 +4,7 @@
 From the repository root, on a bare machine with torch (no install step: the package and the
 checks are imported from this working tree)::
 
-    python run_scripts/gpu_check.py --out $OUT/gpu_check       # about 7 minutes on one GPU
+    python run_scripts/gpu_check.py --out $OUT/gpu_check       # on one GPU; parts budgeted at 450 s
     python run_scripts/gpu_check.py --device cpu --smoke        # the same script, tiny, on a CPU
 
 Four parts, each in its own process with a hard time budget (``--budget PART=SECONDS``), so a
@@ -59,7 +59,7 @@ ENGINE_VARIANTS = ("loop", "batched", "batched-bf16")
 PRR_VARIANT = "batched-bf16"
 COMPILE_VARIANT = "batched-bf16-compile"
 #: the tiny CPU stand-in of --smoke: 4 clients, 32 px, VGG16-slim width 0.25
-SMOKE = {"sizes": (32, 40, 16, 24), "eval_sizes": ((8,) * 4, (8,) * 4), "image_size": 32, "width": 0.25,
+SMOKE = {"sizes": (24, 32, 16, 20), "eval_sizes": ((8,) * 4, (8,) * 4), "image_size": 32, "width": 0.25,
          "rounds": 2, "repeats": 1}
 #: why the compile part does not run on a CPU
 COMPILE_ON_CPU = ("torch.compile on a CPU takes minutes per shape (and its CPU code generation got this model's "
@@ -200,12 +200,17 @@ def run_part(args) -> int:
 
 # --------------------------------------------------------------------------- orchestration
 def environment(device: str) -> Dict[str, Any]:
-    import torch
+    from importlib.metadata import version
 
-    env = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-           "device": device, "commit": _git_commit()}
-    if device.startswith("cuda") and torch.cuda.is_available():
+    import fedml_prr
+
+    env = {"python": platform.python_version(), "torch": version("torch"), "cpu_count": os.cpu_count(),
+           "device": device, "commit": _git_commit(), "package": str(Path(fedml_prr.__file__).parent)}
+    if device.startswith("cuda"):  # the parts import torch; here only for the card's description
+        import torch
+
         props = torch.cuda.get_device_properties(device)
+        env["torch"] = torch.__version__
         env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
                    capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
                    cudnn=torch.backends.cudnn.version())
@@ -288,9 +293,10 @@ def report(summary: Dict[str, Any]) -> str:
         lines.append(table.text())
     run = summary.get("prr_run_estimate") or {}
     if run:
-        lines.append(f"PRR {PAPER_ROUNDS} x {PAPER_EPOCHS} ({PRR_VARIANT}): {run['rounds_done']} rounds done, whole run "
-                     f"{'measured' if 'measured_s' in run else 'estimated'} {run['estimated_s']:.0f} s "
-                     f"(target {TARGET_RUN_S} s on the GPU)")
+        prr = summary["parts"]["prr"]["result"]
+        lines.append(f"PRR {prr['rounds']} x {prr['epochs']} ({prr['variant']}): {run['rounds_done']} rounds done, "
+                     f"whole run {'measured' if 'measured_s' in run else 'estimated'} {run['estimated_s']:.0f} s "
+                     f"(target for {PAPER_ROUNDS} x {PAPER_EPOCHS} on the GPU: {TARGET_RUN_S} s)")
     return "\n".join(lines)
 
 
