@@ -19,7 +19,7 @@ NAME = "fedml_prr"
 
 #: layers, lowest first: a module may import its own layer and the ones before it, never one after
 LAYERS: Tuple[Tuple[str, ...], ...] = (
-    ("registry", "config", "tables", "files", "core"),
+    ("registry", "config", "tables", "files", "devices", "core"),
     ("data", "models"),
     ("training",),
     ("algorithms",),

@@ -61,6 +61,7 @@ def test_output_on_the_input_device(images):
     assert augment_batch(images, torch.Generator().manual_seed(0)).device == images.device
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu_for_the_same_generator_state(images):
     cpu = augment_batch(images, torch.Generator().manual_seed(3))

@@ -14,6 +14,7 @@ from fedml_prr.models.vgg_slim import VGG16Slim
 from fedml_prr.runtime.sp import build_local_federation
 from fedml_prr.training.batched import masked_sgd_step_
 
+import device_checks
 from fedtiny import TINY, drive_one_step, tiny_federation
 
 
@@ -144,6 +145,37 @@ def test_grouped_engine_close_to_the_loop(tmp_path):
     assert weights <= 1e-5 and losses <= 1e-5
 
 
+def test_training_step_waits_for_nothing_on_the_device(tmp_path):
+    # one epoch of the batched engine's optimisation steps on the data-less meta device: any read
+    # of device data raises, every host-to-device copy is non-blocking and few (tests/device_checks.py)
+    figures = device_checks.check_step_stays_on_device("cpu", tmp_path)
+    assert figures["grouped"]["warm_epoch_copies"] > 0  # the audit saw the steps' copies
+
+
+def test_compiled_forward_is_the_eager_forward():
+    # torch.compile's aot_eager backend runs the traced forward and backward graphs on eager
+    # kernels: the traced computation must equal the eager one bit for bit, running statistics
+    # and batch counters included; a second slot subset of the same shape reuses the graph
+    nets = models(4)
+    x, y = torch.randn(2, 6, 3, 32, 32), torch.randint(0, 3, (2, 6))
+    eager, compiled = stacked_from_models(nets), stacked_from_models(nets)
+    compiled.compile_forward(backend="aot_eager")
+    for slots in ([2, 0], [1, 2]):
+        outputs = []
+        for stacked in (eager, compiled):
+            for p in stacked.parameters():
+                p.grad = None
+            logits, features = stacked(x, slots, grouped=True)
+            sum(F.cross_entropy(logits[i], y[i]) for i in range(2)).backward()
+            outputs.append((logits, features, {k: stacked.tensor(k).grad for k in stacked.keys()
+                                               if stacked.tensor(k).requires_grad}))
+        assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
+        for key, grad in outputs[0][2].items():
+            assert torch.equal(grad, outputs[1][2][key]), key
+        for key in eager.keys():  # running statistics and num_batches_tracked
+            assert torch.equal(eager.tensor(key).detach(), compiled.tensor(key).detach()), key
+
+
 def test_unsupported_setups_are_refused(tmp_path):
     with pytest.raises(ValueError, match="does not support FedProxClient"):
         participants(tmp_path, "FedProx", prr_engine="batched")
@@ -151,3 +183,7 @@ def test_unsupported_setups_are_refused(tmp_path):
         make_config({"comm_args": {"backend": "MPI"}, "prr_args": {"prr_engine": "batched"}})
     with pytest.raises(ConfigError, match="prr_bf16 needs prr_engine: batched"):
         make_config({"prr_args": {"prr_bf16": True}})
+    with pytest.raises(ConfigError, match="prr_compile needs prr_engine: batched"):
+        make_config({"prr_args": {"prr_compile": True}})
+    with pytest.raises(ConfigError, match="prr_compile_mode must be one of"):
+        make_config({"prr_args": {"prr_engine": "batched", "prr_compile": True, "prr_compile_mode": "fast"}})

@@ -71,10 +71,11 @@ def test_missing_config_file(tmp_path):
 def test_every_key_is_documented():
 
     from fedml_prr.algorithms import ALGORITHMS
-    from fedml_prr.config import RunOptions, field_keys
+    from fedml_prr.config import EngineOptions, RunOptions, field_keys
 
     doc = (ROOT / "docs" / "configuration.md").read_text()
-    keys = set(field_keys(RunOptions)) | {"prr_data_root", "prr_lr_decay_every", "prr_lr_decay_factor"}
+    keys = set(field_keys(RunOptions)) | set(field_keys(EngineOptions)) | {"prr_data_root", "prr_lr_decay_every",
+                                                                         "prr_lr_decay_factor"}
     for name in ALGORITHMS.names():
         keys |= set(field_keys(ALGORITHMS.get(name).params))
     missing = sorted(k for k in keys if f"`{k}`" not in doc)

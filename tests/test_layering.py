@@ -1,8 +1,13 @@
 """The layering rule, over the whole package and function-level imports too: every import points to
 the importer's own layer or a lower one, the module graph has no cycle, and only the FedML adapter
-layer imports fedml (layers: tests/import_graph.py LAYERS, lowest first)."""
+layer imports fedml (layers: tests/import_graph.py LAYERS, lowest first); and the single-process
+path really runs where fedml, nibabel, cryptography and tensorboard cannot be imported."""
 
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 from import_graph import LAYERS, cycles, edges, external_imports, layer_of, modules
 
@@ -58,3 +63,30 @@ def test_files_module_needs_only_the_standard_library_and_torch():
     stdlib = set(sys.stdlib_module_names)
     offenders = [b for a, b, _ in external_imports() if a == "fedml_prr.files" and b.split(".")[0] not in stdlib | {"torch"}]
     assert offenders == []
+
+
+ROOT = Path(__file__).resolve().parents[1]
+WITHOUT = Path(__file__).resolve().parent / "without_optional_packages"  # its sitecustomize blocks them
+
+
+def test_gpu_check_smoke_runs_without_fedml_nibabel_cryptography_tensorboard(tmp_path):
+    # what a bare GPU machine has: torch and friends, not these packages, and no install of ours
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(WITHOUT), str(ROOT)]), OMP_NUM_THREADS="1")
+    for name in ("fedml", "nibabel", "cryptography", "tensorboard"):
+        probe = subprocess.run([sys.executable, "-c", f"import {name}"], env=env, capture_output=True, text=True)
+        assert probe.returncode != 0 and "blocked" in probe.stderr, name
+    done = subprocess.run([sys.executable, "run_scripts/gpu_check.py", "--device", "cpu", "--smoke",
+                           "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    parts = summary["parts"]
+    assert [parts[p]["status"] for p in ("checks", "engine", "prr", "compile")] == ["ok", "ok", "ok", "skipped"]
+    assert {c["status"] for c in parts["checks"]["result"].values()} == {"passed"}
+    variants = parts["engine"]["result"]["variants"]
+    assert set(variants) == {"loop", "batched", "batched-bf16"}
+    assert all(v["epoch_s"] > 0 and v["tflop_per_s"] > 0 for v in variants.values())
+    ends = parts["prr"]["result"]["round_end_s"]
+    assert len(ends) == 2 and 0 < ends[0] < ends[1] <= parts["prr"]["result"]["wall_s"]
+    assert summary["prr_run_estimate"]["measured_s"] == parts["prr"]["result"]["wall_s"]
+    assert "PRR 2 x 5 (batched-bf16): 2 rounds done" in done.stdout
+    assert "check step_stays_on_device: passed" in done.stdout

@@ -23,6 +23,7 @@ from ..core.det import Stage, select_stage, stage_losses
 from ..core.averaging import average_keeping_local
 from ..core.fourier import TensorRole, infer_tensor_roles, pfa_ratio, progressive_fourier_aggregate
 from ..core.metrics import macro_f1
+from ..devices import to_device
 from ..core.prototypes import PrototypeAccumulator, global_prototype, reset_prototypes
 from ..training.codec import integer, optional, state, tensor
 from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo, cpu_state
@@ -156,14 +157,14 @@ class PRRClient(FederatedClient):
             return None
         gamma = prototype_factor(self.local_protos, self.global_protos, self.params.cpa_tau,
                                  present=self.class_counts > 0)
-        return gamma.to(self.ctx.device)
+        return to_device(gamma, self.ctx.device)
 
     def _seesaw(self) -> torch.Tensor:
         """The CPA mitigation matrix from the handshake's global class counts, on the device."""
         if self.global_class_counts is None:
             raise RuntimeError("PRR needs the global class counts of the handshake before training")
         beta = self.params.cpa_beta if self.params.use_cpa else 0.0  # beta 0: plain cross-entropy
-        return seesaw_matrix(self.global_class_counts, beta).to(self.ctx.device)
+        return to_device(seesaw_matrix(self.global_class_counts, beta), self.ctx.device)
 
     # ----------------------------------------------------------------- resume
     def extra_state(self) -> Dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Dict, List
 
 import torch
 
-from ..training.batched import Cohort, register_cohort
+from ..training.batched import Cohort, MemberLoss, register_cohort
 from ..training.federated import StepInfo
 from .prr import PRRClient, PRREpoch
 
@@ -36,30 +36,38 @@ class PRRCohort(Cohort):
         self.momentum_state: Dict[str, Dict[int, torch.Tensor]] = {}
 
     def run_step(self, info: StepInfo) -> None:
-        members = self.members
         if info.first_of_round:
             self.momentum_state = {}  # the loop re-creates its optimizers each round
-        checked = [m for m, c in enumerate(members) if c.needs_train_predictions(info)]
+        epochs = self.begin_epochs(info)
+        self.load_slots()
+        self.train_epoch(self.epoch_loss(epochs), info.round_idx, self.momentum_state)
+        self.store_slots()
+        for client, epoch in zip(self.members, epochs):
+            client.end_epoch(epoch)
+
+    def begin_epochs(self, info: StepInfo) -> List[PRREpoch]:
+        """Every member's :meth:`~fedml_prr.algorithms.prr.PRRClient.begin_epoch`, the faithful stage
+        check's eval passes run for all of them at once (its F1 scores are read on the host)."""
+        checked = [m for m, c in enumerate(self.members) if c.needs_train_predictions(info)]
         predictions = self.predict_train(checked)
         epochs: List[PRREpoch] = []
-        for m, client in enumerate(members):
+        for m, client in enumerate(self.members):
             given = None
             if m in predictions:
                 preds, labels = predictions[m]
                 given = (labels, preds[0], preds[1])
             epochs.append(client.begin_epoch(info, given))
-        self.load_slots()
-        for active, groups in self.train_steps(self.epoch_batches()):
-            total = torch.zeros((), device=self.device)
-            for group, inputs, labels in groups:
-                outputs = self.forward(inputs, group, training=True)
-                for m, y, (logits, features) in zip(group, labels, outputs):
-                    z_p, f_p = logits[0], features[0]
-                    z_d = z_p if members[m].single_model else logits[1]
-                    loss_p, loss_d, loss = epochs[m].losses(z_p, z_d, y)
-                    total = total + loss
-                    epochs[m].record(z_p, f_p, z_d, y, loss_p, loss_d)
-            self.sgd_step(total, active, info.round_idx, self.momentum_state)
-        self.store_slots()
-        for client, epoch in zip(members, epochs):
-            client.end_epoch(epoch)
+        return epochs
+
+    def epoch_loss(self, epochs: List[PRREpoch]) -> MemberLoss:
+        """The members' per-batch loss for :meth:`train_epoch`: P's and D's losses under each
+        client's stage, recorded into its epoch."""
+
+        def member_loss(m: int, logits: torch.Tensor, features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            z_p, f_p = logits[0], features[0]
+            z_d = z_p if self.members[m].single_model else logits[1]
+            loss_p, loss_d, loss = epochs[m].losses(z_p, z_d, y)
+            epochs[m].record(z_p, f_p, z_d, y, loss_p, loss_d)
+            return loss
+
+        return member_loss

@@ -38,17 +38,17 @@ class SingleModelCohort(Cohort):
         momentum_state: dict = {}  # one optimizer per round, as train_round
         self.load_slots()
         for _ in range(members[0].ctx.schedule.epochs):
-            batches = self.epoch_batches()
             loss_sums = torch.zeros(len(members), device=device)
-            for active, groups in self.train_steps(batches):
-                total = torch.zeros((), device=device)
-                for group, inputs, labels in groups:
-                    for m, y, (logits, features) in zip(group, labels, self.forward(inputs, group, training=True)):
-                        loss = members[m].batch_loss(logits[0], features[0], y)
-                        total = total + loss
-                        loss_sums[m] += loss.detach()
-                self.sgd_step(total, active, info.round_idx, momentum_state)
-            means = (loss_sums / torch.tensor([max(len(b), 1) for b in batches], device=device)).tolist()
-            for client, mean in zip(members, means):
+            batches = [0] * len(members)
+
+            def member_loss(m: int, logits: torch.Tensor, features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                loss = members[m].batch_loss(logits[0], features[0], y)
+                loss_sums[m] += loss.detach()
+                batches[m] += 1
+                return loss
+
+            self.train_epoch(member_loss, info.round_idx, momentum_state)
+            means = loss_sums.cpu() / torch.tensor([max(n, 1) for n in batches])  # read once per epoch
+            for client, mean in zip(members, means.tolist()):
                 client.last_loss = mean
         self.store_slots()

@@ -39,11 +39,13 @@ class TrainSchedule:
 
 ENGINES = ("loop", "batched")
 CONV_MODES = ("auto", "grouped", "per_slot")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How local training computes (``prr_engine``, ``prr_bf16``, ``prr_channels_last``, ``prr_conv_mode``).
+    """How local training computes (``prr_engine``, ``prr_bf16``, ``prr_channels_last``, ``prr_conv_mode``,
+    ``prr_compile``, ``prr_compile_mode``).
 
     Attributes
     ----------
@@ -60,17 +62,29 @@ class EngineOptions:
         Batched engine only: ``grouped`` (one grouped convolution for all models), ``per_slot``
         (one convolution per model) or ``auto`` (grouped on CUDA, per-slot on CPU, where oneDNN's
         grouped convolutions are slower than separate ones).
+    compile:
+        Batched engine only: run the stacked models' forward through ``torch.compile`` (off by
+        default: compiling takes minutes and pays off only on long runs; results change at the
+        float-rounding level, as any kernel change does).
+    compile_mode:
+        ``torch.compile``'s mode when ``compile`` is on: ``default``, ``reduce-overhead`` (CUDA
+        graphs), ``max-autotune`` or ``max-autotune-no-cudagraphs``.
     """
 
     engine: str = "loop"
     bf16: bool = False
     channels_last: bool = True
     conv_mode: str = "auto"
+    compile: bool = False
+    compile_mode: str = "default"
 
     def __post_init__(self) -> None:
         check(self.engine in ENGINES, f"prr_engine must be one of {ENGINES}, got {self.engine!r}")
         check(self.conv_mode in CONV_MODES, f"prr_conv_mode must be one of {CONV_MODES}, got {self.conv_mode!r}")
+        check(self.compile_mode in COMPILE_MODES,
+              f"prr_compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
         check(self.engine == "batched" or not self.bf16, "prr_bf16 needs prr_engine: batched")
+        check(self.engine == "batched" or not self.compile, "prr_compile needs prr_engine: batched")
 
     def grouped(self, device_type: str) -> bool:
         """Whether the batched engine runs one grouped convolution per layer on ``device_type``."""

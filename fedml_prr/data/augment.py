@@ -12,16 +12,22 @@ The reference pipeline (albumentations, one image at a time) is reproduced batch
 Every random number comes from a caller-owned CPU ``torch.Generator`` and is then moved to the
 images' device, so one generator state gives the same random draws on any device (image ops on
 GPU may still differ from CPU in the last float bits). The same state always gives the same output.
+On CUDA nothing here makes the host wait: the draws and the indices of the samples each operation
+applies to are computed on the CPU and sent with pinned, non-blocking copies
+(:func:`~fedml_prr.devices.to_device`), and every size is known on the host.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from ..devices import to_device
 
 _P_FLIP, _P_BRIGHTNESS, _P_BLUR_OR_NOISE, _P_AFFINE = 0.5, 0.75, 0.7, 0.85
 _BRIGHTNESS, _SHIFT, _SCALE, _ROTATE_DEG = 0.2, 0.1, 0.1, 15.0
@@ -58,10 +64,16 @@ def _median_blur3(x: torch.Tensor) -> torch.Tensor:
     return p[4]
 
 
-def _gaussian_blur3(x: torch.Tensor) -> torch.Tensor:
-    k = torch.exp(-torch.tensor([1.0, 0.0, 1.0], device=x.device) / (2 * _GAUSS_SIGMA**2))
+@functools.lru_cache(maxsize=None)
+def _gaussian_kernel3(device: torch.device) -> torch.Tensor:
+    """The 3x3 Gaussian kernel ``[3, 1, 3, 3]``, computed on the CPU once and kept on ``device``."""
+    k = torch.exp(-torch.tensor([1.0, 0.0, 1.0]) / (2 * _GAUSS_SIGMA**2))
     k = torch.outer(k, k) / k.sum() ** 2
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k.expand(3, 1, 3, 3), groups=3)
+    return to_device(k.expand(3, 1, 3, 3).contiguous(), device)
+
+
+def _gaussian_blur3(x: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), _gaussian_kernel3(x.device), groups=3)
 
 
 def _affine_theta(u: torch.Tensor) -> torch.Tensor:
@@ -132,22 +144,28 @@ def apply_augmentation(images: torch.Tensor, draws: AugmentDraws) -> torch.Tenso
     _check(images)
     device = images.device
     x = images.float() / 255.0
-    x = torch.where(draws.flip_v.to(device).view(-1, 1, 1, 1), x.flip(2), x)
-    x = torch.where(draws.flip_h.to(device).view(-1, 1, 1, 1), x.flip(3), x)
-    x = (x + draws.brightness.to(device).view(-1, 1, 1, 1)).clamp(0, 1)
+    x = torch.where(to_device(draws.flip_v, device).view(-1, 1, 1, 1), x.flip(2), x)
+    x = torch.where(to_device(draws.flip_h, device).view(-1, 1, 1, 1), x.flip(3), x)
+    x = (x + to_device(draws.brightness, device).view(-1, 1, 1, 1)).clamp(0, 1)
 
-    median, gauss, noise = (torch.nonzero(draws.blur_or_noise == c).flatten().to(device) for c in range(3))
+    # which samples each operation applies to: found on the host (the draws are CPU tensors), so
+    # every size below is known there and nothing waits for the device
+    median, gauss, noise = (torch.nonzero(draws.blur_or_noise == c).flatten() for c in range(3))
     x = x.clone()
     if len(median):
+        median = to_device(median, device)
         x[median] = _median_blur3(x[median])
     if len(gauss):
+        gauss = to_device(gauss, device)
         x[gauss] = _gaussian_blur3(x[gauss])
     if len(noise):
-        x[noise] = (x[noise] + draws.noise.to(device)).clamp(0, 1)
+        noise = to_device(noise, device)
+        x[noise] = (x[noise] + to_device(draws.noise, device)).clamp(0, 1)
 
-    affine = torch.nonzero(draws.affine).flatten().to(device)
+    affine = torch.nonzero(draws.affine).flatten()
     if len(affine):
-        grid = F.affine_grid(draws.theta.to(device), [len(affine), *x.shape[1:]], align_corners=False)
+        affine = to_device(affine, device)
+        grid = F.affine_grid(to_device(draws.theta, device), [len(affine), *x.shape[1:]], align_corners=False)
         x[affine] = F.grid_sample(x[affine], grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return x.clamp(0, 1) * 2.0 - 1.0
 
@@ -196,11 +214,12 @@ def augment_segmentation_batch(images: torch.Tensor, masks: torch.Tensor,
     draws = draw_augmentation(images.shape[0], images.shape[1:], generator)
     device = images.device
     y = masks.to(device=device, dtype=torch.float32)[:, None]
-    y = torch.where(draws.flip_v.to(device).view(-1, 1, 1, 1), y.flip(2), y)
-    y = torch.where(draws.flip_h.to(device).view(-1, 1, 1, 1), y.flip(3), y)
-    affine = torch.nonzero(draws.affine).flatten().to(device)
+    y = torch.where(to_device(draws.flip_v, device).view(-1, 1, 1, 1), y.flip(2), y)
+    y = torch.where(to_device(draws.flip_h, device).view(-1, 1, 1, 1), y.flip(3), y)
+    affine = torch.nonzero(draws.affine).flatten()
     if len(affine):
-        grid = F.affine_grid(draws.theta.to(device), [len(affine), *y.shape[1:]], align_corners=False)
+        affine = to_device(affine, device)
+        grid = F.affine_grid(to_device(draws.theta, device), [len(affine), *y.shape[1:]], align_corners=False)
         y = y.clone()
         y[affine] = F.grid_sample(y[affine], grid, mode="nearest", padding_mode="reflection", align_corners=False)
     return apply_augmentation(images, draws), y[:, 0].round().long()

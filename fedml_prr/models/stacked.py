@@ -21,9 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import to_device
 from .vgg_slim import VGG16Slim
 
 Slots = Union[slice, torch.Tensor]
+
+#: how many shapes (slot counts, batch sizes) a compiled forward is specialised for before torch
+#: falls back to eager (torch's default, 8, is below the shapes of one PRR epoch)
+RECOMPILE_LIMIT = 64
 
 
 def _slot_selector(slots: Sequence[int], num_slots: int) -> Slots:
@@ -88,6 +93,8 @@ class StackedVGG16Slim(nn.Module):
                 self._plan.append(("maxpool", path, {"kernel_size": module.kernel_size, "stride": module.stride,
                                                      "padding": module.padding}))
         self._bn_fc1 = self._bn_settings(template.bn_fc1)
+        self._selectors: Dict[Tuple[Tuple[int, ...], torch.device], Slots] = {}
+        self._compute_fn = self.compute  # compile_forward() swaps in the compiled one
 
     @staticmethod
     def _name(key: str) -> str:
@@ -126,31 +133,41 @@ class StackedVGG16Slim(nn.Module):
         return {key: self.tensor(key)[slot].detach().clone() for key in self._keys}
 
     # ----------------------------------------------------------------- forward
+    def selector(self, slots: Sequence[int], device: torch.device) -> Slots:
+        """``slots`` as a ``slice`` (a contiguous run: views, no copies) or an index tensor on
+        ``device``, made once per distinct ``slots`` and kept (no host-to-device copy per step)."""
+        key = (tuple(slots), torch.device(device))
+        sel = self._selectors.get(key)
+        if sel is None:
+            sel = _slot_selector(key[0], self.num_slots)
+            if isinstance(sel, torch.Tensor):
+                sel = to_device(sel, device)
+            self._selectors[key] = sel
+        return sel
+
     def _take(self, key: str, sel: Slots) -> torch.Tensor:
         value = self.tensor(key)
-        return value[sel] if isinstance(sel, slice) else value.index_select(0, sel.to(value.device))
+        return value[sel] if isinstance(sel, slice) else value.index_select(0, sel)
 
-    def _batch_norm(self, x: torch.Tensor, prefix: str, sel: Slots, training: bool, settings: dict) -> torch.Tensor:
-        weight = self._take(prefix + ".weight", sel).reshape(-1)
-        bias = self._take(prefix + ".bias", sel).reshape(-1)
-        mean_all, var_all = self.tensor(prefix + ".running_mean"), self.tensor(prefix + ".running_var")
-        if isinstance(sel, slice):  # views: F.batch_norm updates the running statistics in place
-            mean, var = mean_all[sel].view(-1), var_all[sel].view(-1)
-        else:
-            mean, var = self._take(prefix + ".running_mean", sel).reshape(-1), self._take(prefix + ".running_var", sel).reshape(-1)
-        out = F.batch_norm(x, mean, var, weight, bias, training, settings["momentum"], settings["eps"])
-        if training:
-            with torch.no_grad():
-                if not isinstance(sel, slice):
-                    index = sel.to(mean_all.device)
-                    mean_all.index_copy_(0, index, mean.view(len(index), -1))
-                    var_all.index_copy_(0, index, var.view(len(index), -1))
-                tracked = self.tensor(prefix + ".num_batches_tracked")
-                if isinstance(sel, slice):
-                    tracked[sel] += 1
-                else:
-                    tracked.index_add_(0, sel.to(tracked.device), torch.ones_like(sel, device=tracked.device))
-        return out
+    def compile_forward(self, mode: str = "default", *, backend: str = "inductor") -> None:
+        """Run the forward's computation (:meth:`compute`) through ``torch.compile`` from now on.
+
+        :meth:`compute` sees tensors only (the slot selection, views and the write-back of the
+        BatchNorm statistics stay outside), so one compiled graph serves every slot subset of a
+        given shape; shapes that change (fewer clients left in an epoch, a last smaller batch)
+        make torch recompile with dynamic sizes, up to :data:`RECOMPILE_LIMIT` times.
+        ``mode`` is ``torch.compile``'s (``default``, ``reduce-overhead`` for CUDA graphs,
+        ``max-autotune``, ...); ``backend`` is its backend (``aot_eager`` traces and runs the same
+        kernels as eager, for checking the traced graph without code generation).
+        """
+        options = {"mode": mode} if backend == "inductor" else {}
+        compiled = torch.compile(self.compute, backend=backend, dynamic=None, **options)
+
+        def run(*args, **kwargs):
+            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                return compiled(*args, **kwargs)
+
+        self._compute_fn = run
 
     def forward(self, inputs: torch.Tensor, slots: Iterable[int], *, training: bool = True,
                 channels_last: bool = False, grouped: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -180,35 +197,83 @@ class StackedVGG16Slim(nn.Module):
             ``[S, B, feature_dim]`` (post-ReLU), as :class:`VGG16Slim` returns per model.
         """
         slot_list = list(slots)
-        sel = _slot_selector(slot_list, self.num_slots)
-        if isinstance(sel, torch.Tensor):
-            sel = sel.to(inputs.device)
-        s, b = inputs.shape[:2]
-        if s != len(slot_list):
-            raise ValueError(f"{s} input batches for {len(slot_list)} slots")
-        if grouped:
-            pooled = self._conv_trunk(inputs.transpose(0, 1).reshape(b, -1, *inputs.shape[3:]), sel, s, training,
-                                      channels_last)
-            pooled = pooled.view(b, s, -1).transpose(0, 1)  # [S, B, C_last]
-        else:
-            pooled = torch.stack([self._conv_trunk(inputs[i], slice(slot, slot + 1), 1, training, channels_last)
-                                  for i, slot in enumerate(slot_list)])
-        hidden = torch.bmm(pooled, self._take("fc1.weight", sel).transpose(1, 2))  # [S, B, D]
-        hidden = self._batch_norm(hidden.transpose(0, 1).reshape(b, -1), "bn_fc1", sel, training, self._bn_fc1)
-        features = F.relu(hidden).view(b, s, -1).transpose(0, 1)
-        logits = torch.bmm(features, self._take("fc2.weight", sel).transpose(1, 2))
+        sel = self.selector(slot_list, inputs.device)
+        if inputs.shape[0] != len(slot_list):
+            raise ValueError(f"{inputs.shape[0]} input batches for {len(slot_list)} slots")
+        tensors = {key: self._take(key, sel) for key in self._keys if not key.endswith("num_batches_tracked")}
+        logits, features, stats = self._compute_fn(inputs, tensors, training, channels_last, grouped)
+        if training:
+            self._store_statistics(sel, stats)
         return logits, features
 
-    def _conv_trunk(self, x: torch.Tensor, sel: Slots, s: int, training: bool, channels_last: bool) -> torch.Tensor:
+    @torch.no_grad()
+    def _store_statistics(self, sel: Slots, stats: Dict[str, torch.Tensor]) -> None:
+        """Write the selected slots' new running statistics back and count their batches."""
+        for key, value in stats.items():
+            target = self.tensor(key)
+            if isinstance(sel, slice):
+                target[sel].copy_(value)
+            else:
+                target.index_copy_(0, sel, value)
+            if key.endswith(".running_mean"):
+                tracked = self.tensor(key[:-len("running_mean")] + "num_batches_tracked")
+                if isinstance(sel, slice):
+                    tracked[sel] += 1
+                else:
+                    tracked.index_add_(0, sel, torch.ones_like(sel))
+
+    def compute(self, inputs: torch.Tensor, tensors: Dict[str, torch.Tensor], training: bool,
+                channels_last: bool, grouped: bool) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+        """The forward of ``S`` selected slots from their tensors alone: nothing is modified.
+
+        ``tensors`` maps every parameter and running-statistics key to the selected slots'
+        ``[S, ...]`` tensors.  Returns ``(logits, features, statistics)``; in training mode
+        ``statistics`` holds the new running mean and variance of every BatchNorm layer (what
+        ``F.batch_norm`` computes, on copies), empty in eval mode.
+        """
+        s, b = inputs.shape[:2]
+        if grouped:
+            stats: Dict[str, torch.Tensor] = {}
+            pooled = self._conv_trunk(inputs.transpose(0, 1).reshape(b, -1, *inputs.shape[3:]), tensors, s,
+                                      training, channels_last, stats)
+            pooled = pooled.view(b, s, -1).transpose(0, 1)  # [S, B, C_last]
+        else:
+            per_slot = [{} for _ in range(s)]
+            pooled = torch.stack([self._conv_trunk(inputs[i], {k: v[i:i + 1] for k, v in tensors.items()}, 1,
+                                                   training, channels_last, per_slot[i]) for i in range(s)])
+            stats = {key: torch.cat([one[key] for one in per_slot]) for key in per_slot[0]}
+        hidden = torch.bmm(pooled, tensors["fc1.weight"].transpose(1, 2))  # [S, B, D]
+        hidden = self._batch_norm(hidden.transpose(0, 1).reshape(b, -1), "bn_fc1", tensors, s, training,
+                                  self._bn_fc1, stats)
+        features = F.relu(hidden).view(b, s, -1).transpose(0, 1)
+        logits = torch.bmm(features, tensors["fc2.weight"].transpose(1, 2))
+        return logits, features, stats
+
+    @staticmethod
+    def _batch_norm(x: torch.Tensor, prefix: str, tensors: Dict[str, torch.Tensor], s: int, training: bool,
+                    settings: dict, stats: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """BatchNorm over ``s`` slots folded into channels; in training mode the new running
+        statistics (``[s, C]``) go into ``stats``."""
+        mean, var = tensors[prefix + ".running_mean"].reshape(-1), tensors[prefix + ".running_var"].reshape(-1)
+        if training:  # F.batch_norm updates its running statistics in place: give it copies
+            mean, var = mean.clone(), var.clone()
+        out = F.batch_norm(x, mean, var, tensors[prefix + ".weight"].reshape(-1), tensors[prefix + ".bias"].reshape(-1),
+                           training, settings["momentum"], settings["eps"])
+        if training:
+            stats[prefix + ".running_mean"], stats[prefix + ".running_var"] = mean.view(s, -1), var.view(s, -1)
+        return out
+
+    def _conv_trunk(self, x: torch.Tensor, tensors: Dict[str, torch.Tensor], s: int, training: bool,
+                    channels_last: bool, stats: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Convolution blocks and global average pool of ``s`` slots folded into channels: ``[B, s * C_last]``."""
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for kind, path, settings in self._plan:
             if kind == "conv":
-                weight = self._take(path + ".weight", sel)
+                weight = tensors[path + ".weight"]
                 x = F.conv2d(x, weight.reshape(-1, *weight.shape[2:]), None, groups=s, **settings)
             elif kind == "bn":
-                x = self._batch_norm(x, path, sel, training, settings)
+                x = self._batch_norm(x, path, tensors, s, training, settings, stats)
             elif kind == "relu":
                 x = F.relu(x)
             else:

@@ -29,15 +29,21 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Type
+import functools
+from typing import Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 import torch
 
 from ..config import EngineOptions
+from ..devices import to_device
 from ..data.augment import AugmentDraws, apply_augmentation, draw_augmentation, to_model_input
 from ..models.stacked import StackedVGG16Slim
 from .federated import FederatedClient, StepInfo
 from .loops import batch_indices
+
+#: ``(member, logits, features, labels) -> loss`` of one member's batch (see :meth:`Cohort.train_epoch`)
+MemberLoss = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 def autocast(options: EngineOptions, device: torch.device):
     """bf16 autocast on ``device`` when ``options.bf16``, else a no-op context."""
@@ -68,6 +74,7 @@ def masked_sgd_step_(params: Sequence[torch.nn.Parameter], active: Sequence[int]
         return
     num_slots = params[0].shape[0]
     everyone = len(active) == num_slots
+    index, mask = _active_slots(tuple(active), num_slots, params[0].device)
     grads = [p.grad for p in params]
     if weight_decay:
         grads = torch._foreach_add(grads, params, alpha=weight_decay)
@@ -75,8 +82,6 @@ def masked_sgd_step_(params: Sequence[torch.nn.Parameter], active: Sequence[int]
         if state is None:
             raise ValueError("momentum needs a state dict for its buffers")
         buffers, started = state.setdefault("buffer", {}), state.setdefault("started", {})
-        mask = torch.zeros(num_slots, dtype=torch.bool, device=params[0].device)
-        mask[list(active)] = True
         new_grads = []
         for p, d in zip(params, grads):
             shape = (-1,) + (1,) * (p.dim() - 1)
@@ -90,9 +95,17 @@ def masked_sgd_step_(params: Sequence[torch.nn.Parameter], active: Sequence[int]
     if everyone:
         torch._foreach_add_(params, grads, alpha=-lr)
         return
-    index = torch.tensor(list(active), dtype=torch.long, device=params[0].device)
     for p, d in zip(params, grads):
         p.index_copy_(0, index, p.index_select(0, index).add_(d.index_select(0, index), alpha=-lr))
+
+
+@functools.lru_cache(maxsize=256)
+def _active_slots(active: Tuple[int, ...], num_slots: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(index [A], mask [num_slots])`` of the ``active`` slots on ``device``, made once per distinct
+    set (a training step sends nothing to the device for them); never modified by callers."""
+    mask = torch.zeros(num_slots, dtype=torch.bool)
+    mask[list(active)] = True
+    return to_device(torch.tensor(active, dtype=torch.long), device), to_device(mask, device)
 
 
 def group_by_size(batches: Sequence[Tuple[int, torch.Tensor]]) -> List[List[Tuple[int, torch.Tensor]]]:
@@ -125,7 +138,12 @@ class Cohort(abc.ABC):
             self.slots.append(list(range(len(models), len(models) + len(own))))
             models += own
         self.stacked = StackedVGG16Slim(models[0], len(models)).to(self.device)
+        if options.compile:
+            self.stacked.compile_forward(options.compile_mode)
         self._done_step: Optional[int] = None
+        #: entered around every epoch's optimisation steps (:meth:`train_epoch`); the device
+        #: checks put CUDA's sync debug mode or the profiler there
+        self.step_context: Callable[[], ContextManager] = contextlib.nullcontext
         for client in self.members:
             client.cohort = self
 
@@ -169,10 +187,17 @@ class Cohort(abc.ABC):
                 self.stacked.store_slot(slot, model)
 
     def epoch_batches(self) -> List[List[torch.Tensor]]:
-        """Each member's index batches of one epoch (shuffled from its own generator, as the loop)."""
+        """Each member's index batches of one epoch (shuffled from its own generator, as the loop),
+        on the device: one non-blocking copy per member and epoch."""
         s = self.members[0].ctx.schedule
-        return [[idx.to(self.device) for idx in batch_indices(len(c.train_split), s.batch_size, c.generator)]
-                for c in self.members]
+        out: List[List[torch.Tensor]] = []
+        for c in self.members:
+            batches = list(batch_indices(len(c.train_split), s.batch_size, c.generator))
+            if not batches:
+                out.append([])
+                continue
+            out.append(list(to_device(torch.cat(batches), self.device).split([len(b) for b in batches])))
+        return out
 
     def step_inputs(self, batches: Sequence[Tuple[int, torch.Tensor]]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Model inputs and labels of each ``(member, indices)`` batch: all augmented in one call."""
@@ -210,6 +235,25 @@ class Cohort(abc.ABC):
             data = dict(zip([m for m, _ in active], self.step_inputs(active)))
             groups = [[m for m, _ in group] for group in group_by_size(active)]
             yield [m for m, _ in active], [(g, [data[m][0] for m in g], [data[m][1] for m in g]) for g in groups]
+
+    def train_epoch(self, member_loss: MemberLoss, round_idx: int,
+                    momentum_state: Dict[str, Dict[int, torch.Tensor]]) -> None:
+        """One epoch of optimisation steps of every member, on the slots as loaded: the hot loop.
+
+        ``member_loss(member, logits [n_slots, B, C], features [n_slots, B, D], labels [B])`` is
+        the member's loss of one batch (it may record what the epoch accumulates, on the
+        device).  Nothing here waits for the device: batches and augmentation draws reach it
+        with non-blocking copies, slot indices are cached there, and no value is read back
+        (``tests/device_checks.py`` runs this under CUDA's sync debug mode and, on the CPU, on
+        the data-less ``meta`` device).
+        """
+        with self.step_context():
+            for active, groups in self.train_steps(self.epoch_batches()):
+                total = torch.zeros((), device=self.device)
+                for group, inputs, labels in groups:
+                    for m, y, (logits, features) in zip(group, labels, self.forward(inputs, group, training=True)):
+                        total = total + member_loss(m, logits, features, y)
+                self.sgd_step(total, active, round_idx, momentum_state)
 
     def sgd_step(self, loss: torch.Tensor, members: Sequence[int], round_idx: int,
                  momentum_state: Dict[str, Dict[int, torch.Tensor]]) -> None:
@@ -267,4 +311,4 @@ def attach_cohort(clients: Sequence[FederatedClient], options: EngineOptions) ->
                      "FedLC, Local, FedALA, FedAvg-FT) with model vgg16_slim; use prr_engine: loop")
 
 
-__all__ = ["COHORTS", "Cohort", "attach_cohort", "autocast", "group_by_size", "masked_sgd_step_", "register_cohort"]
+__all__ = ["COHORTS", "Cohort", "MemberLoss", "attach_cohort", "autocast", "group_by_size", "masked_sgd_step_", "register_cohort"]

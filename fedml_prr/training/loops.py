@@ -10,6 +10,7 @@ from torch import nn
 from ..core.metrics import classification_metrics
 from ..data.augment import augment_batch, augment_segmentation_batch, to_model_input
 from ..data.federation import ImageSplit
+from ..devices import to_device
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator, *, shuffle: bool = True) -> Iterator[torch.Tensor]:
@@ -35,7 +36,7 @@ def training_batches(split: ImageSplit, batch_size: int, generator: torch.Genera
     split yields int64 masks ``[B, H, W]`` instead of labels, augmented with their images.
     """
     for idx in batch_indices(len(split), batch_size, generator):
-        idx = idx.to(split.images.device)
+        idx = to_device(idx, split.images.device)
         images = split.images[idx]
         if split.is_segmentation:
             masks = split.labels[idx]
