@@ -137,10 +137,13 @@ def test_grouped_engine_close_to_the_loop(tmp_path):
     # few values) even the loop's own P and D, equal in exact arithmetic, drift 1e-4 apart in
     # one epoch at lr 0.05, and grouped-vs-loop differences reach 7e-2.  So this compares one
     # epoch at lr 0.002: measured max differences 1.0e-6 (weights) and 1.4e-6 (losses);
-    # tolerance 1e-5, about 7-10x.
-    loop = trained(tmp_path / "loop", "PRR", 1, lr=0.002)
-    batched = trained(tmp_path / "batched", "PRR", 1, lr=0.002, prr_engine="batched", prr_conv_mode="grouped",
-                      prr_channels_last=False)
+    # tolerance 1e-5, about 7-10x.  oneDNN picks its own kernels per shape, and on an AVX2 EPYC
+    # their rounding grew to 1.6e-2 in that epoch (the loop with and without oneDNN: 2.2e-3), so
+    # both runs use PyTorch's native kernels: the test compares the engine's grouping and masking.
+    with torch.backends.mkldnn.flags(enabled=False):
+        loop = trained(tmp_path / "loop", "PRR", 1, lr=0.002)
+        batched = trained(tmp_path / "batched", "PRR", 1, lr=0.002, prr_engine="batched", prr_conv_mode="grouped",
+                          prr_channels_last=False)
     weights, losses = max_differences(loop, batched, "PRR")
     assert weights <= 1e-5 and losses <= 1e-5
 
