@@ -117,7 +117,8 @@ def test_enable_tracking_in_tracking_args_writes_the_runs_curves(tmp_path):
     for client in result.summary["clients"]:
         recorded = scalars(board / client, "test/macro_f1")
         assert [step for step, _ in recorded] == [0, 1]
-        assert recorded[-1][1] == pytest.approx(result.summary["final"]["clients"][client]["test"]["macro_f1"], abs=1e-6)
+        final = result.summary["final"]["clients"][client]["test"]["macro_f1"]
+        assert recorded[-1][1] == pytest.approx(final, abs=1e-6)
     assert [s for s, _ in scalars(board / MEAN_RUN, "valid/accuracy")] == [0, 1]
 
 

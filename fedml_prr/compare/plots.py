@@ -17,7 +17,7 @@ from typing import Dict, List, Mapping, NamedTuple, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..algorithms import ALGORITHMS
+from ..config import DECLARED
 from ..training.tasks import METRIC_LABELS
 from .paired import PairedDifference, by_method, paired_metrics
 from .statistics import NO_VALUE, AlgorithmStats, SeedStat, client_names, task_of
@@ -45,10 +45,17 @@ class Style(NamedTuple):
     linestyle: str
 
 
+def fixed_order() -> List[str]:
+    """The built-in algorithms in the order of their declaration (:mod:`fedml_prr.config.algorithms`:
+    PRR, then the baselines), PRR's ablations last: each one's style slot."""
+    declared = DECLARED.registration_order()
+    return [n for n in declared if not n.startswith("PRR-")] + [n for n in declared if n.startswith("PRR-")]
+
+
 def _slots(algorithms: Sequence[str]) -> Dict[str, int]:
-    """A distinct slot per algorithm: a registered algorithm's place among the registry's names
-    (sorted), then each other name at its CRC-32's slot or the next free one; never shared."""
-    registered = sorted(ALGORITHMS.names())
+    """A distinct slot per algorithm: a built-in algorithm's place in :func:`fixed_order`, then each
+    other name at its CRC-32's slot or the next free one; never shared."""
+    registered = fixed_order()
     taken: Dict[str, int] = {}
     for name in algorithms:
         if name in registered and name not in taken:
@@ -117,7 +124,8 @@ def _new_figure(width: float, height: float, ncols: int = 1):
 def clipped_band(curve: Sequence[SeedStat], value_range: Sequence[float]) -> List[List[float]]:
     """``[low, high]`` of a mean ± std band in points, clipped to ``value_range``."""
     lo, hi = value_range
-    return [[min(max(_points(c) - _err(c), lo), hi) for c in curve], [min(max(_points(c) + _err(c), lo), hi) for c in curve]]
+    return [[min(max(_points(c) - _err(c), lo), hi) for c in curve],
+            [min(max(_points(c) + _err(c), lo), hi) for c in curve]]
 
 
 def _draw_curves(ax, stats: Mapping[str, AlgorithmStats], field: str, value_range: Sequence[float]) -> None:
@@ -163,7 +171,8 @@ def plot_client_macro_f1(stats: Mapping[str, AlgorithmStats], path: Path) -> Pat
         xs = [g + (i - (n_alg - 1) / 2) * width for g in range(len(groups))]
         heights = [0.0 if math.isnan(v.mean) else _points(v) for v in values]
         lo, hi = METRIC_RANGE  # error bars clipped to the metric's range, as the curves' bands
-        yerr = [[min(_err(v), h - lo) for v, h in zip(values, heights)], [min(_err(v), hi - h) for v, h in zip(values, heights)]]
+        yerr = [[min(_err(v), h - lo) for v, h in zip(values, heights)],
+                [min(_err(v), hi - h) for v, h in zip(values, heights)]]
         bars = ax.bar(xs, heights, width * 0.92, yerr=yerr, capsize=3,
                       color=colours[name], label=name, error_kw={"elinewidth": 1, "ecolor": "#333333"})
         if label_bars:
@@ -221,7 +230,7 @@ def plot_paired(stats: Mapping[str, AlgorithmStats], differences: Sequence[Paire
     """Forest plot of the paired differences to ``reference``: per method (one row) and metric (one
     panel), the mean difference in points with its 95 % CI as a horizontal error bar, a line at 0;
     resolved differences are drawn filled and marked ``*``, the others hollow; a method with fewer
-    than two paired seeds is named with ``n < 2``."""
+    than two paired seeds gets a note instead of a bar."""
     rows = by_method(differences)
     metrics = paired_metrics(stats)
     styles = algorithm_styles(list(stats))
@@ -230,17 +239,21 @@ def plot_paired(stats: Mapping[str, AlgorithmStats], differences: Sequence[Paire
                             ncols=len(metrics))
     for ax, metric in zip(axes, metrics):
         ax.axvline(0.0, color="#555555", linewidth=1.0, linestyle="--", zorder=1)
+        drawn = False
         for y, method in enumerate(reversed(methods)):
             d, style = rows[method][metric], styles[method]
             if math.isnan(d.low):
-                ax.annotate(f"n = {d.n} < 2", (0, y), xytext=(6, 0), textcoords="offset points", va="center",
-                            fontsize=8, color="#555555")
+                ax.annotate(f"{d.n} paired seed(s): no interval", (0, y), xytext=(6, 0), textcoords="offset points",
+                            va="center", fontsize=8, color="#555555")
                 continue
+            drawn = True
             mean, low, high = 100 * d.mean, 100 * d.low, 100 * d.high
             ax.errorbar([mean], [y], xerr=[[mean - low], [high - mean]], color=style.colour, marker=style.marker,
                         markersize=7, capsize=4, linewidth=1.6, markerfacecolor=style.colour if d.resolved else "white")
             if d.resolved:
                 ax.annotate("*", (high, y), xytext=(4, -2), textcoords="offset points", va="center", fontsize=12)
+        if not drawn:
+            ax.set_xlim(-1.0, 1.0)
         ax.set_yticks(range(len(methods)), list(reversed(methods)))
         ax.set_ylim(-0.7, len(methods) - 0.3)
         ax.set_xlabel(f"{METRIC_LABELS[metric]}: method - {reference} (points)")

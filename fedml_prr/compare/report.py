@@ -44,7 +44,8 @@ def format_markdown(stats: Mapping[str, AlgorithmStats]) -> str:
         cells += [percent(stat.mean, stat.std) for m in per_client for stat in (s.clients[m].get(c, NO_VALUE)
                                                                                for c in clients)]
         table.add(name, str(len(s.seeds)), *cells)
-    described = {_short_label(stats, m): METRIC_LABELS[m].lower().rstrip(".") for m in per_client}
+    described = {_short_label(stats, m): label if m == task.selection_metric else "balanced accuracy (FLamby's metric)"
+                 for m in per_client}
     lines = [
         f"# {data_title(stats)}",
         "",
@@ -123,7 +124,8 @@ def format_paired_markdown(stats: Mapping[str, AlgorithmStats], differences: Seq
     t-test's p and whether the difference is resolved, for each of :func:`~.paired.paired_metrics`."""
     metrics = paired_metrics(stats)
     table = Table([Column("Method", left=True), Column("Paired seeds")]
-                  + [Column(f"{METRIC_LABELS[m]} {title}") for m in metrics for title in ("Δ", "95 % CI", "p", "resolved")])
+                  + [Column(f"{METRIC_LABELS[m]} {title}") for m in metrics
+                     for title in ("Δ", "95 % CI", "p", "resolved")])
     notes = []
     for method, row in by_method(differences).items():
         cells: List[str] = []

@@ -63,8 +63,9 @@ def describe_data(dataset: str, options: Mapping[str, object]) -> str:
         if value is not None and key not in NOT_DEFINING_OPTIONS:
             parts.append(f"root {Path(str(value)).name or value}" if key == "root" else f"{key} {_option_text(value)}")
     if partition["partition"]:  # a label partition re-splits the data into `clients` clients
+        seed = partition["partition_seed"]
         parts.append(f"{partition['partition']} alpha {partition['alpha']}"
-                     + (f" partition seed {partition['partition_seed']}" if partition["partition_seed"] is not None else "")
+                     + (f" partition seed {seed}" if seed is not None else "")
                      + (f", {clients} clients" if clients is not None else ""))
     elif clients is not None:  # a selection of the dataset's clients
         parts.append(f"clients {_option_text(clients)}")
