@@ -9,6 +9,7 @@ import math
 import pytest
 from fakeruns import write_run
 
+from fedml_prr import api
 from fedml_prr.compare import (check_curve, choose_reference, collect, describe_data, format_markdown,
                                paired_difference, run_folder, write_report)
 from fedml_prr.compare.convergence import TAIL_FRACTION, TAIL_MIN_ROUNDS, TOLERANCE, tail_length
@@ -189,15 +190,35 @@ def test_std_bands_are_clipped_to_the_metrics_range():
 
 
 # --------------------------------------------------------------------------------------- progress
-def test_the_progress_bar_counts_only_the_runs_to_do(tmp_path, capsys, monkeypatch):
-    from fedml_prr import api
+TINY = {"data_args": {"dataset": "derm_synthetic"}, "train_args": {"comm_round": 2, "epochs": 1},
+        "prr_args": {"prr_image_size": 32, "prr_dataset_options": {"scale": 0.03}}}
 
+
+def planned(folder, seed, action, tracking=False):
+    config = api.make_config({**TINY, "tracking_args": {"enable_tracking": tracking}},
+                             overrides={"random_seed": seed, "prr_results_dir": str(folder)})
+    return PlannedRun("PRR", seed, config, folder, action)
+
+
+def test_the_progress_bar_counts_only_the_runs_to_do(tmp_path, capsys, monkeypatch):
     trained = []
-    monkeypatch.setattr(api, "run", lambda config, **kw: trained.append(config))
-    plan = [PlannedRun("PRR", s, f"config{s}", tmp_path / str(s), "skip" if s < 3 else "start") for s in range(5)]
+    monkeypatch.setattr(api, "run", lambda config, **kw: trained.append(config.seed))
+    plan = [planned(tmp_path / str(s), s, "skip" if s < 3 else "start") for s in range(5)]
     run_matrix(plan, progress=True)
     err = capsys.readouterr().err
-    assert trained == ["config3", "config4"]
+    assert trained == [3, 4]
     assert "2/2" in err and "/5" not in err and "3 finished earlier, skipped" in err
     run_matrix(plan[:3], progress=True)  # nothing to do: no bar at all
     assert "compare" not in capsys.readouterr().err
+
+
+def test_a_finished_run_reused_with_tracking_on_gets_its_event_files(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = write_run(tmp_path / "run", "PRR", 0, test=[[0.25, 0.5], [0.5, 0.75]], valid=[0.5, 0.5])
+    run_matrix([planned(folder, 0, "skip", tracking=False)])
+    assert not (folder / "tensorboard").exists()
+    run_matrix([planned(folder, 0, "skip", tracking=True)])
+    events = EventAccumulator(str(folder / "tensorboard" / "B"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("test/macro_f1")] == [(0, 0.5), (1, 0.75)]

@@ -289,6 +289,28 @@ def load_state_file(path: Path) -> Dict[str, Any]:
                          "run again with --overwrite") from None
 
 
+def write_tracking_events(root: Path) -> bool:
+    """TensorBoard event files (:mod:`.tracking`) of a finished run made with tracking off, from its
+    ``metrics.jsonl``; a run that has them already is left alone.  Returns whether files were written
+    (False also when the tensorboard package is missing: a warning says so)."""
+    from .tasks import task_named
+
+    root = Path(root)
+    if (root / TENSORBOARD_FOLDER).exists():
+        return False
+    task = task_named(read_summary(root / "summary.json").get("task", "classification"))
+    tracker = open_tracker(root, task.metric_names)
+    if tracker is None:
+        return False
+    by_round: Dict[int, List[Dict[str, Any]]] = {}
+    for record in read_records(root / "metrics.jsonl"):
+        by_round.setdefault(int(record["round"]), []).append(record)
+    for round_idx in sorted(by_round):
+        tracker.add_round(round_idx, by_round[round_idx])
+    tracker.close()
+    return True
+
+
 def run_fields(config: RunConfig, clients: Sequence[str], wall_time_s: float, **extra: Any) -> Dict[str, Any]:
     """What a run's ``summary.json`` says about the run itself (``extra`` adds or overrides)."""
     fields = {"algorithm": config.algorithm, "dataset": config.dataset, "model": config.model, "seed": config.seed,
