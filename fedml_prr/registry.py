@@ -55,6 +55,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._display.values(), key=str.lower)
 
+    def registration_order(self) -> list[str]:
+        """The names in the order they were registered (``names`` sorts them)."""
+        return list(self._display.values())
+
     def __contains__(self, name: object) -> bool:
         return str(name).lower() in self._entries
 

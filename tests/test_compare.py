@@ -13,12 +13,14 @@ from fedml_prr import api
 from fedml_prr.cli import main
 from fedml_prr.compare import (best_per_metric, collect, compare, format_best, format_csv, format_markdown,
                                run_folder, seed_stat)
+from fedml_prr.config import ConfigError
 from fedml_prr.training.results import ResultsStore
 
 TINY_YAML = """
 data_args: {dataset: derm_synthetic}
 model_args: {model: vgg16_slim}
 train_args: {federated_optimizer: PRR, comm_round: 2, epochs: 1, batch_size: 8}
+tracking_args: {enable_tracking: true}
 prr_args:
   prr_image_size: 32
   prr_dataset_options: {scale: 0.03}
@@ -179,6 +181,17 @@ def test_unknown_algorithm_fails_before_any_run(tmp_path, tiny_config, fake_trai
     assert not (tmp_path / "cmp").exists()
 
 
+def test_a_reference_not_compared_fails_before_any_run(tmp_path, tiny_config, fake_trainer, capsys):
+    code = main(["compare", "--cf", str(tiny_config), "--algorithms", "PRR,FedAvg", "--seeds", "0",
+                 "--reference", "FedBN", "--out", str(tmp_path / "cmp"), "--no-progress"])
+    assert code == 2
+    assert "--reference FedBN is not one of --algorithms (PRR, FedAvg)" in capsys.readouterr().err
+    assert fake_trainer == [] and not (tmp_path / "cmp").exists()
+    with pytest.raises(ConfigError, match="--reference FedBN"):
+        compare(tiny_config, ["PRR", "FedAvg"], [0], out=tmp_path / "cmp", reference="FedBN")
+    assert fake_trainer == []
+
+
 def test_a_finished_run_under_another_config_is_refused_before_any_run(tmp_path, tiny_config, fake_trainer):
     out = tmp_path / "cmp"
     compare(tiny_config, ["FedAvg"], [0, 1], out=out)
@@ -196,9 +209,17 @@ def test_compare_end_to_end_from_the_cli(tmp_path, tiny_config, capsys, monkeypa
                  "--out", str(out), "--no-progress"]) == 0
     stdout = capsys.readouterr().out
     assert "| PRR | 2 |" in stdout and "| FedAvg | 2 |" in stdout and str(out) in stdout
+    assert "## Paired differences to PRR" in stdout and "| FedAvg | 2 |" in stdout.split("## Paired")[1]
+    assert "of 4 runs flattened" in stdout
     for name in ("table.md", "table.csv", "summary.txt", "curve_macro_f1.png", "clients_macro_f1.png",
-                 "retrogress.png"):
+                 "retrogress.png", "paired.md", "paired.csv", "paired.json", "paired.png", "convergence.csv",
+                 "convergence.json"):
         assert (out / name).is_file(), name
+    # tracking_args: enable_tracking -> every run of the matrix wrote its per-client curves
+    for algorithm in ("PRR", "FedAvg"):
+        board = run_folder(out, algorithm, 1) / "tensorboard"
+        assert sorted(p.name for p in board.iterdir()) == ["A", "B", "C", "D", "_mean"]
+        assert list((board / "A").glob("events.out.tfevents.*"))
     for name in ("curve_macro_f1.png", "clients_macro_f1.png", "retrogress.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 10_000
 

@@ -68,6 +68,15 @@ def check_compare_configs(path: str, overrides: Mapping[str, Any], algorithms: S
         check_config(path, overrides, algorithm=algorithm)
 
 
+def check_reference(reference: Optional[str], algorithms: Sequence[str]) -> None:
+    """``--reference`` names one of ``--algorithms`` (any case; without torch: the declared names)."""
+    if reference is None:
+        return
+    canonical = {DECLARED.canonical_name(a) if a in DECLARED else a for a in algorithms}
+    if (DECLARED.canonical_name(reference) if reference in DECLARED else reference) not in canonical:
+        raise ConfigError(f"--reference {reference} is not one of --algorithms ({', '.join(algorithms)})")
+
+
 def compare_command(args: argparse.Namespace) -> int:
     """``fedml-prr compare``: the algorithm x seed matrix, its tables and figures."""
     try:
@@ -75,13 +84,14 @@ def compare_command(args: argparse.Namespace) -> int:
         seeds = parse_list(args.seeds, what="--seeds", cast=int)
         overrides = parse_assignments(args.set)
         check_compare_configs(args.cf, overrides, algorithms)
+        check_reference(args.reference, algorithms)
     except CONFIG_ERRORS as exc:
         return config_error(exc)
     from ..compare import compare
 
     try:
-        report = compare(args.cf, algorithms, seeds, overrides=overrides,
-                         paper_scale=args.paper_scale, out=args.out, progress=not args.no_progress)
+        report = compare(args.cf, algorithms, seeds, overrides=overrides, paper_scale=args.paper_scale,
+                         out=args.out, progress=not args.no_progress, reference=args.reference)
     except (ConfigError, KeyError) as exc:
         return config_error(exc)
     except RUN_ERRORS as exc:
@@ -89,7 +99,7 @@ def compare_command(args: argparse.Namespace) -> int:
             raise
         return fail(f"error: {exc} (run with -v for the traceback)")
     print(report.table_markdown)
-    print(report.best_text)
+    print(report.best_text, end="")  # it ends with the convergence check: a warning per run not flattened
     print(f"comparison written to {report.out}/ ({', '.join(p.name for p in report.files)}; runs/ holds each run)")
     return 0
 

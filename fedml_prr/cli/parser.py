@@ -70,14 +70,19 @@ def build_parser(*, layout_names: bool = True) -> argparse.ArgumentParser:
     compare = sub.add_parser(
         "compare", help="run every algorithm x seed, then write a table, plots and the best algorithm per metric",
         description="Run each algorithm with each seed (finished runs are skipped, interrupted ones resumed), "
-                    "then write table.md, table.csv, the curve, per-client and retrogress figures and summary.txt "
-                    "into the output folder.")
+                    "then write table.md, table.csv, the paired differences to a reference algorithm "
+                    "(paired.md/.csv/.json, paired.png), the convergence check of every run (convergence.csv/.json), "
+                    "the curve, per-client and retrogress figures and summary.txt into the output folder.")
     _config_arguments(compare, every_run=True)
     compare.add_argument("--algorithms", required=True, metavar="A,B,...",
                          help=f"comma-separated algorithms, in table order ({', '.join(DECLARED.names())})")
     compare.add_argument("--seeds", default="0,1,2", metavar="S,S,...",
                          help="comma-separated random seeds (default: 0,1,2)")
     compare.add_argument("--out", help="comparison folder (default: <prr_results_dir of the config>/compare)")
+    compare.add_argument("--reference", metavar="NAME",
+                         help="the algorithm every other one is compared with seed by seed: paired differences with "
+                              "95%% CI and paired t-test in paired.md/.csv/.json and paired.png (default: PRR when "
+                              "compared, else the first of --algorithms)")
 
     provision = sub.add_parser(
         "provision", help="create a federation CA and one TLS kit per party (key, certificate, CA, config part)",

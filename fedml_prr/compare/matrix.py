@@ -9,7 +9,7 @@ from typing import Any, List, Mapping, Optional, Sequence
 
 from .. import api
 from ..config import ConfigError, RunConfig
-from ..training.results import ResultsStore
+from ..training.results import ResultsStore, write_tracking_events
 from .statistics import PathLike, parse_algorithms, run_folder
 
 logger = logging.getLogger(__name__)
@@ -75,25 +75,36 @@ def plan_matrix(document: Mapping[str, Any], algorithms: Sequence[str], seeds: S
 def run_matrix(plan: Sequence[PlannedRun], *, progress: bool = False) -> None:
     """Run (or resume) every planned run that is not finished, in order.
 
-    With ``progress``, a tqdm bar over runs plus each run's own bar over protocol steps.
+    A finished run of a comparison with ``tracking_args: enable_tracking`` that was made with tracking
+    off gets its TensorBoard event files from its ``metrics.jsonl``
+    (:func:`~fedml_prr.training.results.write_tracking_events`).  With ``progress``, a tqdm bar over
+    the runs to do (finished ones are left out of its total, so
+    its rate and ETA are those of real runs; it says how many were skipped) plus each run's own
+    bar over protocol steps.
     """
+    todo = [item for item in plan if item.action != "skip"]
+    for item in plan:
+        if item.action == "skip":
+            logger.info("%s seed %s: finished earlier in %s, skipped", item.algorithm, item.seed, item.folder)
+            if item.config.tracking and write_tracking_events(item.folder):  # finished with tracking off
+                logger.info("%s seed %s: TensorBoard events written from its metrics.jsonl", item.algorithm, item.seed)
+    skipped = len(plan) - len(todo)
     bar = None
-    if progress:
+    if progress and todo:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(plan), unit="run", desc="compare", position=0)
+        bar = tqdm(total=len(todo), unit="run", desc="compare", position=0)
+        if skipped:
+            bar.set_postfix_str(f"{skipped} finished earlier, skipped")
     try:
-        for item in plan:
+        for item in todo:
             label = f"{item.algorithm} seed {item.seed}"
             if bar is not None:
                 bar.set_description(label)
-            if item.action == "skip":
-                logger.info("%s: finished earlier in %s, skipped", label, item.folder)
+            logger.info("%s: %s in %s", label, "resuming" if item.action == "resume" else "starting", item.folder)
+            if item.action == "resume":
+                api.run(item.config, resume=True, progress=progress)
             else:
-                logger.info("%s: %s in %s", label, "resuming" if item.action == "resume" else "starting", item.folder)
-                if item.action == "resume":
-                    api.run(item.config, resume=True, progress=progress)
-                else:
-                    api.run(item.config, overwrite=True, progress=progress)
+                api.run(item.config, overwrite=True, progress=progress)
             if bar is not None:
                 bar.update(1)
     finally:

@@ -5,6 +5,7 @@ unweighted mean over clients of the test metrics at the run's selected round, an
 mean retrogress over rounds and clients, both as in ``summary.json``), then over seeds (mean
 and sample standard deviation, ``n - 1`` in the denominator; undefined for a single seed).
 NaN values (e.g. an AUC on a test split missing a class) are left out of the means.
+Paired differences to a reference algorithm: :mod:`.paired`; the convergence check: :mod:`.convergence`.
 
 Nothing here touches a model: these functions work on any folder of finished runs.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..algorithms import ALGORITHMS
+from ..training.results import read_records, read_summary
 from ..training.tasks import TASKS, Task, task_named
 
 PathLike = Union[str, Path]
@@ -26,6 +28,57 @@ PathLike = Union[str, Path]
 def compared_metrics(task: Task) -> Tuple[str, ...]:
     """A comparison's metric columns for runs of ``task``: its compared metrics, then the retrogress."""
     return task.compared_metrics + ("retrogress",)
+
+
+def client_metrics(task: Task) -> Tuple[str, ...]:
+    """The per-client columns of a comparison: the selection metric (macro-F1; Dice) and, where the
+    task has it, the balanced accuracy (FLamby's metric)."""
+    return (task.selection_metric,) + tuple(m for m in ("balanced_accuracy",) if m in task.metric_names)
+
+
+#: dataset options that do not change which images the clients hold (where they are read from, how fast)
+NOT_DEFINING_OPTIONS = ("workers", "cache", "cache_dir", "extensions", "min_train_images")
+
+
+def _option_text(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return "/".join(str(v) for v in value)
+    return str(value)
+
+
+def describe_data(dataset: str, options: Mapping[str, object]) -> str:
+    """The data of a run in words, from its dataset name and ``prr_dataset_options`` (defaults of a
+    registered dataset filled in): ``derm_synthetic (scale 0.25, dirichlet alpha 0.3, 6 clients)``.
+
+    Options left at None and those that do not define the federation (:data:`NOT_DEFINING_OPTIONS`)
+    are left out; a ``root`` folder is named by its last component.
+    """
+    from ..data.datasets import DATASETS, dataset_options
+
+    merged = {**(dataset_options(dataset) if dataset in DATASETS else {}), **dict(options)}
+    partition = {k: merged.pop(k, None) for k in ("partition", "alpha", "partition_seed")}
+    clients = merged.pop("clients", None)
+    parts = []
+    for key, value in merged.items():
+        if value is not None and key not in NOT_DEFINING_OPTIONS:
+            parts.append(f"root {Path(str(value)).name or value}" if key == "root" else f"{key} {_option_text(value)}")
+    if partition["partition"]:  # a label partition re-splits the data into `clients` clients
+        seed = partition["partition_seed"]
+        parts.append(f"{partition['partition']} alpha {partition['alpha']}"
+                     + (f" partition seed {seed}" if seed is not None else "")
+                     + (f", {clients} clients" if clients is not None else ""))
+    elif clients is not None:  # a selection of the dataset's clients
+        parts.append(f"clients {_option_text(clients)}")
+    return f"{dataset} ({', '.join(parts)})" if parts else dataset
+
+
+def _data_label(folder: Path, dataset: str) -> str:
+    """:func:`describe_data` of a run folder's ``config.resolved.json`` (just the name without one)."""
+    path = folder / "config.resolved.json"
+    if not path.is_file():
+        return dataset
+    options = json.loads(path.read_text()).get("options", {}).get("dataset_options", {}) or {}
+    return describe_data(dataset, options)
 
 
 def _task_of(summary: Mapping) -> Task:
@@ -45,13 +98,18 @@ class RunRecord:
     metrics:
         The task's compared metrics: unweighted client means of the test metrics at the selected
         round; ``retrogress``: the run's mean retrogress.
-    client_primary:
-        Client name -> test selection metric (macro-F1; segmentation: Dice) at the selected round
+    clients:
+        Metric (:func:`client_metrics`) -> client name -> its test value at the selected round
         (clients in the run's order).
     curve_primary, curve_retrogress:
         Round -> unweighted client mean of that round's test selection metric / retrogress.
+    curve_valid:
+        Round -> unweighted client mean of that round's *validation* selection metric (what
+        model selection and the convergence check look at).
     task:
         The run's task name.
+    data:
+        The data in words (:func:`describe_data`).
     """
 
     algorithm: str
@@ -59,14 +117,21 @@ class RunRecord:
     dataset: str
     selected_round: int
     metrics: Dict[str, float]
-    client_primary: Dict[str, float]
+    clients: Dict[str, Dict[str, float]]
     curve_primary: Dict[int, float]
     curve_retrogress: Dict[int, float]
+    curve_valid: Dict[int, float]
     task: str = "classification"
+    data: str = ""
 
     @property
     def primary_metric(self) -> str:
         return task_named(self.task).selection_metric
+
+    @property
+    def client_primary(self) -> Dict[str, float]:
+        """Client name -> test selection metric at the selected round."""
+        return self.clients[self.primary_metric]
 
 
 def _nan_mean(values: Sequence[Optional[float]]) -> float:
@@ -81,12 +146,10 @@ def read_run(folder: PathLike) -> RunRecord:
     for path in (summary_path, metrics_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: {folder} holds no finished run")
-    summary = json.loads(summary_path.read_text())
+    summary = read_summary(summary_path)
     by_round: Dict[int, List[Mapping]] = {}
-    for line in metrics_path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            by_round.setdefault(int(record["round"]), []).append(record)
+    for record in read_records(metrics_path):
+        by_round.setdefault(int(record["round"]), []).append(record)
     task = _task_of(summary)
     primary = task.selection_metric
     selected_mean = summary["selected"]["mean"]
@@ -95,10 +158,12 @@ def read_run(folder: PathLike) -> RunRecord:
     return RunRecord(
         algorithm=str(summary["algorithm"]), seed=int(summary["seed"]), dataset=str(summary.get("dataset", "")),
         selected_round=int(summary["selected_round"]), metrics=metrics,
-        client_primary={c: float(m["test"][primary]) for c, m in summary["selected"]["clients"].items()},
+        clients={metric: {c: float(m["test"].get(metric, math.nan)) for c, m in summary["selected"]["clients"].items()}
+                 for metric in client_metrics(task)},
         curve_primary={r: _nan_mean([x["test"][primary] for x in recs]) for r, recs in sorted(by_round.items())},
         curve_retrogress={r: _nan_mean([x["retrogress"] for x in recs]) for r, recs in sorted(by_round.items())},
-        task=task.name,
+        curve_valid={r: _nan_mean([x["valid"][primary] for x in recs]) for r, recs in sorted(by_round.items())},
+        task=task.name, data=_data_label(folder, str(summary.get("dataset", ""))),
     )
 
 
@@ -136,17 +201,24 @@ class AlgorithmStats:
     seeds: Tuple[int, ...]
     dataset: str
     metrics: Dict[str, SeedStat]        # keys: compared_metrics(task)
-    client_primary: Dict[str, SeedStat]
+    clients: Dict[str, Dict[str, SeedStat]]  # metric (client_metrics(task)) -> client -> stat
     rounds: Tuple[int, ...]
     curve_primary: Tuple[SeedStat, ...]  # aligned with rounds
     curve_retrogress: Tuple[SeedStat, ...]
     selected_rounds: Tuple[int, ...]     # one per seed
     task: str = "classification"
+    data: str = ""                       # the data in words (describe_data)
+    runs: Tuple[RunRecord, ...] = ()     # one per seed, in the order of seeds
 
     @property
     def primary_metric(self) -> str:
         """The task's selection metric (what client_primary / curve_primary hold)."""
         return task_named(self.task).selection_metric
+
+    @property
+    def client_primary(self) -> Dict[str, SeedStat]:
+        """Client -> statistics of its test selection metric at the selected round."""
+        return self.clients[self.primary_metric]
 
     @property
     def compared(self) -> Tuple[str, ...]:
@@ -168,15 +240,17 @@ def summarise_algorithm(runs: Sequence[RunRecord]) -> AlgorithmStats:
         clients += [c for c in run.client_primary if c not in clients]
     rounds = sorted({r for run in runs for r in run.curve_primary})
     nan = float("nan")
+    task = task_named(runs[0].task)
     return AlgorithmStats(
         algorithm=runs[0].algorithm, seeds=tuple(r.seed for r in runs), dataset=runs[0].dataset,
-        metrics={m: seed_stat([r.metrics[m] for r in runs]) for m in compared_metrics(task_named(runs[0].task))},
-        client_primary={c: seed_stat([r.client_primary.get(c, nan) for r in runs]) for c in clients},
+        metrics={m: seed_stat([r.metrics[m] for r in runs]) for m in compared_metrics(task)},
+        clients={m: {c: seed_stat([r.clients[m].get(c, nan) for r in runs]) for c in clients}
+                 for m in client_metrics(task)},
         rounds=tuple(rounds),
         curve_primary=tuple(seed_stat([r.curve_primary.get(t, nan) for r in runs]) for t in rounds),
         curve_retrogress=tuple(seed_stat([r.curve_retrogress.get(t, nan) for r in runs]) for t in rounds),
         selected_rounds=tuple(r.selected_round for r in runs),
-        task=runs[0].task,
+        task=task.name, data=runs[0].data, runs=tuple(runs),
     )
 
 

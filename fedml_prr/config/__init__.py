@@ -13,10 +13,10 @@ from .fedml_keys import FEDML_PREFIX
 from .loading import (FEDML_KEYS, build_dataclass, field_keys, flatten_sections, load_config, parse_assignments,
                       read_config_file)
 from .presets import MERGED_OPTION_KEYS, PAPER_SCALE, paper_scale_preset
-from .schema import (COMPILE_MODES, CONV_MODES, ENGINES, ConfigError, EngineOptions, FederationOptions, RunConfig,
-                     RunOptions, TrainSchedule)
+from .schema import (COMPILE_MODES, CONV_MODES, ENGINES, TRACKING_KEYS, ConfigError, EngineOptions, FederationOptions,
+                     RunConfig, RunOptions, TrainSchedule)
 
 __all__ = ["COMPILE_MODES", "CONV_MODES", "ConfigError", "DECLARED", "ENGINES", "EngineOptions", "FEDML_KEYS",
            "FEDML_PREFIX", "FederationOptions", "MERGED_OPTION_KEYS", "PAPER_SCALE", "RunConfig", "RunOptions",
-           "TrainSchedule", "build_dataclass", "declared_params", "field_keys", "flatten_sections", "load_config",
-           "paper_scale_preset", "parse_assignments", "read_config_file"]
+           "TRACKING_KEYS", "TrainSchedule", "build_dataclass", "declared_params", "field_keys", "flatten_sections",
+           "load_config", "paper_scale_preset", "parse_assignments", "read_config_file"]

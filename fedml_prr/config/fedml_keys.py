@@ -25,6 +25,11 @@ from typing import FrozenSet, Optional
 #: (``FedML:FedAvg``) instead of this plugin's
 FEDML_PREFIX = "fedml:"
 
+#: keys FedML 0.9.6 reads from its ``args`` that neither its command line nor its shipped configs list
+#: (``tracking_args: log_file_dir``: the folder of its text logs, ``core/mlops/mlops_runtime_log.py``;
+#: its job scheduler writes it into ``tracking_args``)
+FEDML_UNLISTED_KEYS = frozenset({"log_file_dir"})
+
 _COMMAND_LINE_OPTION = re.compile(r"add_argument\(\s*[\"']--(\w+)[\"']")
 
 
@@ -47,7 +52,7 @@ def fedml_own_keys() -> Optional[FrozenSet[str]]:
     root = fedml_root()
     if root is None:
         return None
-    keys = set()
+    keys = set(FEDML_UNLISTED_KEYS)
     arguments = root / "arguments.py"
     if arguments.is_file():
         keys.update(_COMMAND_LINE_OPTION.findall(arguments.read_text(errors="replace")))

@@ -47,6 +47,7 @@ FEDML_KEYS: Dict[str, type] = {
     "using_gpu": bool,
     "backend": str,
     "grpc_ipconfig_path": str,
+    "enable_tracking": bool,  # tracking_args: TensorBoard event files of the run (RunConfig.tracking)
 }
 
 

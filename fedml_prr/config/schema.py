@@ -207,6 +207,12 @@ class FederationOptions:
         return min(num_clients, self.min_clients if self.min_clients is not None else (num_clients + 1) // 2)
 
 
+#: FedML 0.9.6's ``tracking_args`` keys: they change what a run logs, never what it trains, so a run
+#: may be resumed (or a comparison's finished run reused) with other values
+TRACKING_KEYS = ("enable_tracking", "log_file_dir", "run_name", "enable_wandb", "wandb_key", "wandb_entity",
+                 "wandb_project", "wandb_name", "mlops_run_name")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs, validated."""
@@ -224,6 +230,12 @@ class RunConfig:
     num_clients: Optional[int] = None  # client_num_in_total, checked against the data
     backend: str = "sp"
     fedml: Dict[str, Any] = field(default_factory=dict)  # every FedML key, for fedml.init
+
+    @property
+    def tracking(self) -> bool:
+        """``tracking_args: enable_tracking``: write TensorBoard event files of the run's per-client
+        curves under ``<results_dir>/tensorboard/`` (FedML's own tracking stays off: no network)."""
+        return bool(self.fedml.get("enable_tracking", False))
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-friendly view (what ``config.resolved.json`` stores)."""

@@ -15,6 +15,13 @@ always qualifies); ties keep the earlier round.
 
 Every runtime writes through :class:`ResultsStore`; :func:`open_results` is the one start-or-resume
 preamble they share.
+
+``metrics.jsonl`` and ``summary.json`` are strict JSON (RFC 8259, what ``jq`` and other strict
+parsers accept): a number that is not finite (a NaN AUC on a test split missing a class, a NaN
+retrogress) is written as ``null`` (:func:`json_text`), and every reader of these files
+(:func:`read_records`, :func:`read_summary`: resume, ``compare``) turns ``null`` back into NaN.
+Records hold no other ``null``.  Files written before this convention (bare ``NaN`` tokens) are
+still read.
 """
 
 from __future__ import annotations
@@ -28,9 +35,51 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ..config import RunConfig
+from ..config import TRACKING_KEYS, RunConfig
 from ..files import atomic_torch_save, atomic_write_text
 from .tasks import CLASSIFICATION, Task
+from .tracking import TENSORBOARD_FOLDER, TensorBoardTracker, open_tracker
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, +-inf) replaced by None, in nested dicts and lists
+    (a new structure; ``value`` is not changed)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def none_to_nan(value: Any) -> Any:
+    """Inverse of :func:`finite_or_none` for what this package writes: every None becomes NaN."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, Mapping):
+        return {k: none_to_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [none_to_nan(v) for v in value]
+    return value
+
+
+def json_text(value: Any, *, indent: Optional[int] = None) -> str:
+    """Strict JSON of a record or summary: non-finite numbers written as ``null`` (never ``NaN``)."""
+    return json.dumps(finite_or_none(value), indent=indent, allow_nan=False)
+
+
+def read_records(path: Path) -> List[Dict[str, Any]]:
+    """Every record of a ``metrics.jsonl``, ``null`` read back as NaN (no file: no record)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [none_to_nan(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_summary(path: Path) -> Dict[str, Any]:
+    """A ``summary.json``, ``null`` read back as NaN."""
+    return none_to_nan(json.loads(Path(path).read_text()))
 
 
 def aggregate_clients(records: Sequence[Mapping[str, Any]], split: str,
@@ -64,6 +113,13 @@ class Selection:
         return True
 
 
+def _without_tracking(config_dict: Dict[str, Any]) -> Dict[str, Any]:
+    fedml = config_dict.get("fedml")
+    if isinstance(fedml, dict):
+        config_dict = {**config_dict, "fedml": {k: v for k, v in fedml.items() if k not in TRACKING_KEYS}}
+    return config_dict
+
+
 def save_checkpoint(root: Path, kind: str, client: str, state: Mapping[str, torch.Tensor]) -> Path:
     """Write ``checkpoints/<kind>/<client>.pt`` (CPU tensors, atomically)."""
     path = Path(root) / "checkpoints" / kind / f"{client}.pt"
@@ -81,6 +137,8 @@ class ResultsStore:
     selection_fraction: float
     task: Task = CLASSIFICATION
     rounds: Dict[int, List[Dict[str, Any]]] = field(default_factory=dict)
+    #: writes each completed round to TensorBoard too (``tracking_args``; :mod:`.tracking`); closed by :meth:`summary`
+    tracker: Optional[TensorBoardTracker] = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -108,14 +166,16 @@ class ResultsStore:
         for name in ("metrics.jsonl", "summary.json", "resume.pt"):
             (self.root / name).unlink(missing_ok=True)
         shutil.rmtree(self.root / "checkpoints", ignore_errors=True)
+        shutil.rmtree(self.root / TENSORBOARD_FOLDER, ignore_errors=True)
         atomic_write_text(self.root / "config.resolved.json", json.dumps(config_dict, indent=2, default=str))
 
     def config_changes(self, config_dict: Mapping[str, Any]) -> List[str]:
         """Keys whose value differs between the stored ``config.resolved.json`` and ``config_dict``
-        (every key when none is stored)."""
+        (every key when none is stored).  FedML's tracking keys (:data:`~fedml_prr.config.TRACKING_KEYS`)
+        are left out: they change what a run logs, not what it trains."""
         path = self.root / "config.resolved.json"
-        saved = json.loads(path.read_text()) if path.exists() else {}
-        current = json.loads(json.dumps(config_dict, default=str))
+        saved = _without_tracking(json.loads(path.read_text())) if path.exists() else {}
+        current = _without_tracking(json.loads(json.dumps(config_dict, default=str)))
         return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
 
     def check_same_config(self, config_dict: Mapping[str, Any]) -> None:
@@ -131,10 +191,8 @@ class ResultsStore:
 
     def reload(self, completed_rounds: int) -> None:
         """On resume: keep the records of rounds ``< completed_rounds`` and rebuild the selection."""
-        lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
-        kept = [json.loads(line) for line in lines if line.strip()]
-        kept = [r for r in kept if r["round"] < completed_rounds]
-        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        kept = [r for r in read_records(self.metrics_path) if r["round"] < completed_rounds]
+        atomic_write_text(self.metrics_path, "".join(json_text(r) + "\n" for r in kept))
         self.rounds = {}
         for record in kept:
             self.rounds.setdefault(record["round"], []).append(record)
@@ -152,7 +210,9 @@ class ResultsStore:
         self.rounds[round_idx] = records
         with self.metrics_path.open("a") as fh:
             for record in records:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json_text(record) + "\n")
+        if self.tracker is not None:
+            self.tracker.add_round(round_idx, records)
         selected = self.selection.offer(round_idx, self._mean(records, "valid")[self.task.selection_metric])
         if reported_states is not None:
             self._save_models("last", reported_states)
@@ -211,7 +271,9 @@ class ResultsStore:
             "retrogress": {"clients": mean_retro,
                            "mean": sum(mean_retro.values()) / len(mean_retro) if mean_retro else float("nan")},
         })
-        atomic_write_text(self.root / "summary.json", json.dumps(summary, indent=2))
+        atomic_write_text(self.root / "summary.json", json_text(summary, indent=2))
+        if self.tracker is not None:
+            self.tracker.close()
         return summary
 
 
@@ -225,6 +287,28 @@ def load_state_file(path: Path) -> Dict[str, Any]:
         raise ValueError(f"cannot resume from {path}: the file is damaged or truncated, or not a state file this "
                          f"package wrote ({type(error).__name__}); nothing in it was run - restore it, or start the "
                          "run again with --overwrite") from None
+
+
+def write_tracking_events(root: Path) -> bool:
+    """TensorBoard event files (:mod:`.tracking`) of a finished run made with tracking off, from its
+    ``metrics.jsonl``; a run that has them already is left alone.  Returns whether files were written
+    (False also when the tensorboard package is missing: a warning says so)."""
+    from .tasks import task_named
+
+    root = Path(root)
+    if (root / TENSORBOARD_FOLDER).exists():
+        return False
+    task = task_named(read_summary(root / "summary.json").get("task", "classification"))
+    tracker = open_tracker(root, task.metric_names)
+    if tracker is None:
+        return False
+    by_round: Dict[int, List[Dict[str, Any]]] = {}
+    for record in read_records(root / "metrics.jsonl"):
+        by_round.setdefault(int(record["round"]), []).append(record)
+    for round_idx in sorted(by_round):
+        tracker.add_round(round_idx, by_round[round_idx])
+    tracker.close()
+    return True
 
 
 def run_fields(config: RunConfig, clients: Sequence[str], wall_time_s: float, **extra: Any) -> Dict[str, Any]:
@@ -247,6 +331,8 @@ def open_results(config: RunConfig, task: Task, *, resume: bool, overwrite: bool
     store = ResultsStore(config.options.results_dir, config.schedule.rounds, config.options.selection_fraction, task)
     if not resume:
         store.start_fresh(config.to_dict(), overwrite=overwrite)
+        if config.tracking:
+            store.tracker = open_tracker(store.root, task.metric_names)
         return store, None
     state = store.load_resume()
     store.check_same_config(config.to_dict())
@@ -254,4 +340,6 @@ def open_results(config: RunConfig, task: Task, *, resume: bool, overwrite: bool
     if written_by != runtime:
         raise ValueError(f"{store.resume_path} was written by a {written_by} run; resume it with that runtime")
     store.reload(completed_rounds=int(state["completed_rounds"]))
+    if config.tracking:
+        store.tracker = open_tracker(store.root, task.metric_names, first_round=int(state["completed_rounds"]))
     return store, state
