@@ -92,11 +92,15 @@ def build_local_federation(config: RunConfig, federation: Federation, *,
     spec = get_algorithm(config.algorithm)
     make_context = context_factory(config, federation, pooled_data=spec.client.NEEDS_POOLED_DATA)
     k = len(federation.clients)
+    if spec.client.NEEDS_POOLED_DATA and config.clients_per_round is not None and config.clients_per_round < k:
+        raise ValueError(f"{config.algorithm} trains on every client's data pooled in one place: client_num_per_round "
+                         f"({config.clients_per_round}) must equal the number of clients ({k})")
     clients = {silo: spec.client(make_context(silo), config.algorithm_params) for silo in range(k)}
     server, validator = build_server(config, spec.server, k, federation.num_classes)
     if config.engine_options.engine == "batched":
         attach_cohort(list(clients.values()), config.engine_options)
-    return LocalFederation(clients, Coordinator(server, validator=validator, store=store))
+    return LocalFederation(clients, Coordinator(server, validator=validator, store=store,
+                                                clients_per_round=config.clients_per_round))
 
 
 @dataclass
@@ -164,5 +168,5 @@ def _run(config: RunConfig, federation: Federation, *, resume: bool, overwrite: 
         bar.close()
     elapsed = elapsed_before + time.perf_counter() - started
     names = [federation.clients[s].name for s in parties.silos]
-    summary = store.summary(run_fields(config, names, elapsed))
+    summary = store.summary(run_fields(config, names, elapsed, sampling=coordinator.sampling_summary()))
     return RunResult(summary=summary, results_dir=str(store.root))

@@ -16,6 +16,16 @@ valid and test splits, once just before it receives the server's next message an
 after.  ``retrogress`` = test macro-F1 (segmentation: Dice) after - before (negative: the
 server's model made the client worse).  The round's record carries the *after* metrics, which are those of the model
 the client holds going into the next round.
+
+Absent clients (client sampling, dropouts)
+------------------------------------------
+A client that does not take part in a round (not sampled, or absent from the federation) keeps
+its whole state untouched and receives nothing.  When the server's messages say it is not in the
+next round's cohort (``in_next_round: false``), it records the round it has just trained right
+away, from its pre-receive evaluation, marked ``"received": false`` (its retrogress is then
+undefined, NaN).  The final delivery reaches every client: one that did not train the last round
+evaluates its reported model just before and just after that message, recorded in the last round
+marked ``"took_part": false``, so the final metrics cover every client.
 """
 
 from __future__ import annotations
@@ -145,6 +155,7 @@ class FederatedClient(abc.ABC):
         self._last_recorded = -1  # the last round this silo evaluated
         self._last_step = -1
         self.received_step = -1  # step of the last server message
+        self._in_next_round = True  # what the server's last message said (client sampling)
         #: set by the batched engine (:mod:`fedml_prr.training.batched`), which then trains this
         #: client together with the other silos of the process; None: this client's own loop
         self.cohort = None
@@ -154,12 +165,17 @@ class FederatedClient(abc.ABC):
         """Take the server's message of ``message['step']``."""
         self._check_message(message)
         self.received_step = message["step"]
+        self._in_next_round = bool(message.get("in_next_round", True))
+        closed = round_closed_by(message["step"], self.spr)
+        took_part = True
+        if message.get("final") and closed is not None and closed not in self._before and self._last_recorded < closed:
+            self._before[closed] = self._evaluate_reported(("valid", "test"))  # absent from the last round
+            took_part = False
         if "global_class_counts" in message:
             self.global_class_counts = torch.as_tensor(message["global_class_counts"])
         self.apply(message)
-        closed = round_closed_by(message["step"], self.spr)
         if closed is not None and closed in self._before:
-            self._record_round(closed)
+            self._record_round(closed, took_part=took_part)
         for stale in [r for r in self._before if closed is None or r < closed]:
             del self._before[stale]  # a round this silo did not finish (it missed its last step)
 
@@ -175,6 +191,8 @@ class FederatedClient(abc.ABC):
             self.local_step(info)
         if info.last_of_round:
             self._before[info.round_idx] = self._evaluate_reported(("valid", "test"))
+            if not self._in_next_round and not info.last_of_run:  # no message comes before it is next sampled
+                self._record_round(info.round_idx, received=False)
 
     def upload(self) -> Message:
         """What goes to the server after :meth:`train` (always ``silo``, ``step``, ``num_samples``)."""
@@ -233,20 +251,28 @@ class FederatedClient(abc.ABC):
         return {name: self.task.evaluate(model, by_name[name], self.ctx.num_classes, self.ctx.eval_batch_size)
                 for name in splits}
 
-    def _record_round(self, round_idx: int) -> None:
+    def _record_round(self, round_idx: int, *, received: bool = True, took_part: bool = True) -> None:
         before = self._before.pop(round_idx)
-        after = self._evaluate_reported(("valid", "test")) if self.REPORTED_MODEL_REPLACED_ON_RECEIVE else before
+        replaced = received and self.REPORTED_MODEL_REPLACED_ON_RECEIVE
+        after = self._evaluate_reported(("valid", "test")) if replaced else before
         metric = self.task.selection_metric  # macro-F1 (segmentation: Dice)
         f1_before, f1_after = before["test"][metric], after["test"][metric]
         retrogress = f1_after - f1_before if not (math.isnan(f1_before) or math.isnan(f1_after)) else float("nan")
+        if not received:
+            retrogress = float("nan")  # nothing came from the server: no retrogress to measure
         record = {
             "round": round_idx, "silo": self.ctx.silo, "client": self.ctx.data.name,
             "valid": after["valid"], "test": after["test"],
             "test_before_receive": before["test"], "retrogress": retrogress,
             **self.round_info(),
         }
-        if round_idx > self._last_recorded + 1:  # it was absent (dropped out, or not sampled) in between
-            record["missed_rounds"] = list(range(self._last_recorded + 1, round_idx))
+        if not received:
+            record["received"] = False
+        if not took_part:
+            record["took_part"] = False
+        last_missed = round_idx if not took_part else round_idx - 1
+        if last_missed > self._last_recorded:  # it was absent (dropped out, or not sampled) in between
+            record["missed_rounds"] = list(range(self._last_recorded + 1, last_missed + 1))
         self._last_recorded = round_idx
         self._records.append(record)
 
@@ -264,6 +290,7 @@ class FederatedClient(abc.ABC):
             "global_class_counts": self.global_class_counts,
             "before": self._before,
             "last_recorded": self._last_recorded,
+            "in_next_round": self._in_next_round,
             "extra": self.extra_state(),
         }
 
@@ -274,6 +301,7 @@ class FederatedClient(abc.ABC):
         self.global_class_counts = state["global_class_counts"]
         self._before = dict(state["before"])
         self._last_recorded = int(state.get("last_recorded", -1))
+        self._in_next_round = bool(state.get("in_next_round", True))
         self.load_extra_state(state["extra"])
 
 
