@@ -101,6 +101,8 @@ def test_every_client_is_evaluated_at_the_end_and_the_cohorts_are_recorded(tmp_p
     assert first[1]["received"] is False and first[1]["retrogress"] != first[1]["retrogress"]  # NaN
     assert "received" not in first[2]
     assert sorted(result.summary["final"]["clients"]) == ["A", "B", "C"]
+    table = (tmp_path / "PRR" / "federation.txt").read_text().splitlines()  # each client's split, by class
+    assert table[0].startswith("tiny: 3 clients") and any(line.split()[:2] == ["C", "test"] for line in table)
 
 
 @pytest.mark.parametrize("algorithm", [a for a in ALGORITHMS.names() if not ALGORITHMS.get(a).client.NEEDS_POOLED_DATA])

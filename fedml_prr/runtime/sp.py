@@ -21,6 +21,7 @@ import torch
 from ..algorithms import get_algorithm
 from ..config import RunConfig
 from ..data.federation import Federation
+from ..files import atomic_write_text
 from ..training.batched import attach_cohort
 from ..training.coordinator import Coordinator
 from ..training.federated import FederatedClient, Message
@@ -138,6 +139,7 @@ def _run(config: RunConfig, federation: Federation, *, resume: bool, overwrite: 
     store, state = open_results(config, task, resume=resume, overwrite=overwrite, runtime=RUNTIME)
     coordinator = parties.coordinator
     coordinator.store = store
+    atomic_write_text(store.root / "federation.txt", federation.describe() + "\n")  # each client's split
     elapsed_before = 0.0
     if state is not None:
         parties.load_state_dict(state)
