@@ -118,3 +118,38 @@ def test_every_algorithm_runs_a_sampled_round(tmp_path, algorithm):
 def test_the_centralized_reference_refuses_sampling(tmp_path):
     with pytest.raises(ValueError, match="client_num_per_round"):
         build_local_federation(config(tmp_path, "Centralized"), tiny_federation())
+
+
+def test_absent_clients_leave_the_training_device_and_the_batched_engine_trains_the_cohort(tmp_path):
+    # The batched engine under sampling: one engine per round holding the round's clients only (2 slots
+    # each for PRR), absent clients outside it, on the CPU, without optimizers; the loop engine
+    # trains the same cohorts to the same weights (per-slot convolutions: the loop's kernels)
+    engine = dict(prr_engine="batched", prr_conv_mode="per_slot", prr_channels_last=False)
+    loop = build_local_federation(config(tmp_path / "loop", rounds=2), tiny_federation())
+    batched = build_local_federation(config(tmp_path / "batched", rounds=2, **engine), tiny_federation())
+    for parties in (loop, batched):
+        parties.step()  # handshake
+    for round_idx in range(2):
+        cohort = sample_clients(round_idx, 3, 2)
+        for _ in range(batched.coordinator.server.spr):
+            loop.step()
+            batched.step()
+            engine_now = batched.clients[cohort[0]].cohort
+            assert sorted(c.ctx.silo for c in engine_now.members) == cohort
+            assert engine_now.stacked.num_slots == 2 * len(cohort)
+            for silo, client in batched.clients.items():
+                if silo in cohort:
+                    assert client.resident and client.cohort is engine_now
+                else:
+                    assert not client.resident and client.cohort is None and client.optimizers == {}
+                    tensors = [t for m in client.models.values() for t in m.state_dict().values()]
+                    tensors += [client.train_split.images, client.valid_split.images, client.test_split.images]
+                    assert all(t.device.type == "cpu" for t in tensors)
+                    stacked = {t.data_ptr() for t in engine_now.stacked.state_dict().values()}
+                    assert not stacked & {t.data_ptr() for t in tensors}
+        for silo in range(3):
+            for name, model in loop.clients[silo].models.items():
+                other = batched.clients[silo].models[name].state_dict()
+                assert all((v - other[k]).abs().max() <= 1e-6 for k, v in model.state_dict().items()
+                           if v.is_floating_point()), (round_idx, silo, name)
+    assert batched.coordinator.cohorts == loop.coordinator.cohorts == {0: [1, 2], 1: [0, 2]}

@@ -113,6 +113,9 @@ class PRRClient(FederatedClient):
                            f"{name}_personal_train": epoch.f1_personal, f"{name}_deputy_train": epoch.f1_deputy}
         self.epoch_log.append(dict(self.last_epoch))
 
+    def release_round_state(self) -> None:
+        self.optimizers = {}  # re-created at the next round start (begin_epoch)
+
     def needs_train_predictions(self, info: StepInfo) -> bool:
         """Whether the stage check of the coming epoch runs P and D over the training split."""
         return not (info.first_of_round or self.stage is Stage.START or self.single_model) \

@@ -159,6 +159,8 @@ class FederatedClient(abc.ABC):
         #: set by the batched engine (:mod:`fedml_prr.training.batched`), which then trains this
         #: client together with the other silos of the process; None: this client's own loop
         self.cohort = None
+        #: False while the client sits out rounds (:meth:`set_resident`): its models and data on the CPU
+        self.resident = True
 
     # ----------------------------------------------------------------- protocol
     def receive(self, message: Message) -> None:
@@ -207,6 +209,26 @@ class FederatedClient(abc.ABC):
         """Per-round metric records completed since the last call."""
         records, self._records = self._records, []
         return records
+
+    def set_resident(self, resident: bool) -> None:
+        """Put this client's models and data splits on the training device (``resident``) or, while
+        it sits out rounds (client sampling), on the CPU, dropping its per-round training state
+        (:meth:`release_round_state`): the training device then holds the round's clients only.
+        Nothing else changes: a client that comes back trains exactly as if it had stayed."""
+        if resident == self.resident:
+            return
+        device = self.ctx.device if resident else torch.device("cpu")
+        for model in self.models.values():
+            model.to(device)
+        self.train_split, self.valid_split, self.test_split = (
+            split.to(device) for split in (self.train_split, self.valid_split, self.test_split))
+        if not resident:
+            self.release_round_state()
+        self.resident = resident
+
+    def release_round_state(self) -> None:
+        """Drop what only lives within a round (optimizers and their momentum); called when the
+        client leaves the training device.  Algorithms that keep such state override it."""
 
     # ----------------------------------------------------------------- algorithm hooks
     @abc.abstractmethod
