@@ -153,3 +153,34 @@ def test_absent_clients_leave_the_training_device_and_the_batched_engine_trains_
                 assert all((v - other[k]).abs().max() <= 1e-6 for k, v in model.state_dict().items()
                            if v.is_floating_point()), (round_idx, silo, name)
     assert batched.coordinator.cohorts == loop.coordinator.cohorts == {0: [1, 2], 1: [0, 2]}
+
+
+def test_a_sampled_run_resumed_after_a_round_ends_as_the_uninterrupted_one(tmp_path):
+    # the cohorts, silo 1's waiting PFA deputy (it sits out round 1) and the clients' in_next_round
+    # survive the resume point after round 1
+    from fedml_prr.runtime import sp
+
+    fed = tiny_federation()
+    full = run(config(tmp_path / "full"), federation=fed, overwrite=True)
+    cut = config(tmp_path / "cut")
+    original, calls = sp.ResultsStore.save_resume, {"n": 0}
+
+    class Interrupt(Exception):
+        pass
+
+    def save_then_stop(self, state):
+        original(self, state)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Interrupt()
+
+    sp.ResultsStore.save_resume = save_then_stop
+    try:
+        with pytest.raises(Interrupt):
+            run(cut, federation=fed)
+    finally:
+        sp.ResultsStore.save_resume = original
+    resumed = run(cut, federation=fed, resume=True)
+    assert resumed.summary["sampling"] == full.summary["sampling"]
+    read = lambda folder: [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert read(tmp_path / "cut" / "PRR") == read(tmp_path / "full" / "PRR")

@@ -17,15 +17,10 @@ after.  ``retrogress`` = test macro-F1 (segmentation: Dice) after - before (nega
 server's model made the client worse).  The round's record carries the *after* metrics, which are those of the model
 the client holds going into the next round.
 
-Absent clients (client sampling, dropouts)
-------------------------------------------
-A client that does not take part in a round (not sampled, or absent from the federation) keeps
-its whole state untouched and receives nothing.  When the server's messages say it is not in the
-next round's cohort (``in_next_round: false``), it records the round it has just trained right
-away, from its pre-receive evaluation, marked ``"received": false`` (its retrogress is then
-undefined, NaN).  The final delivery reaches every client: one that did not train the last round
-evaluates its reported model just before and just after that message, recorded in the last round
-marked ``"took_part": false``, so the final metrics cover every client.
+An absent client (not sampled, or dropped out) keeps its state and receives nothing.  Told it is
+not in the next round (``in_next_round: false``), it records its round once trained, marked
+``"received": false`` (retrogress NaN).  The final delivery reaches every client; one that did
+not train the last round is evaluated then, marked ``"took_part": false`` (docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -40,6 +35,7 @@ from torch import nn
 
 from ..config import TrainSchedule
 from ..data.federation import ClientData, ImageSplit
+from .steps import StepInfo, round_closed_by, step_info, steps_per_round, total_steps  # noqa: F401 (re-exported)
 from .tasks import task_for
 
 Message = Dict[str, Any]
@@ -61,52 +57,6 @@ class ClientContext:
     #: every client's training split concatenated; only for algorithms that ask for it
     #: (``NEEDS_POOLED_DATA``: the Centralized reference), None otherwise
     pooled_train: Optional[ImageSplit] = None
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """Where a training step falls: algorithm round ``round_idx``, sub-step ``sub_step``."""
-
-    step: int
-    round_idx: int
-    sub_step: int
-    steps_per_round: int
-    total_rounds: int
-
-    @property
-    def first_of_round(self) -> bool:
-        return self.sub_step == 0
-
-    @property
-    def last_of_round(self) -> bool:
-        return self.sub_step == self.steps_per_round - 1
-
-    @property
-    def last_of_run(self) -> bool:
-        return self.last_of_round and self.round_idx == self.total_rounds - 1
-
-
-def steps_per_round(algorithm_steps: int, schedule: TrainSchedule) -> int:
-    return schedule.epochs if algorithm_steps == -1 else algorithm_steps
-
-
-def total_steps(spr: int, schedule: TrainSchedule) -> int:
-    """Number of FedML communication rounds of a run: handshake + training steps."""
-    return 1 + schedule.rounds * spr
-
-
-def step_info(step: int, spr: int, schedule: TrainSchedule) -> StepInfo:
-    if not 1 <= step < total_steps(spr, schedule):
-        raise ValueError(f"step {step} is not a training step (1..{total_steps(spr, schedule) - 1})")
-    round_idx, sub = divmod(step - 1, spr)
-    return StepInfo(step, round_idx, sub, spr, schedule.rounds)
-
-
-def round_closed_by(step: int, spr: int) -> Optional[int]:
-    """The algorithm round whose server message is delivered at ``step`` (None if none)."""
-    if step < 2 or (step - 1) % spr != 0:
-        return None
-    return (step - 2) // spr
 
 
 def client_generator(seed: int, silo: int) -> torch.Generator:
@@ -159,8 +109,7 @@ class FederatedClient(abc.ABC):
         #: set by the batched engine (:mod:`fedml_prr.training.batched`), which then trains this
         #: client together with the other silos of the process; None: this client's own loop
         self.cohort = None
-        #: False while the client sits out rounds (:meth:`set_resident`): its models and data on the CPU
-        self.resident = True
+        self.resident = True  # False while it sits out rounds (:meth:`set_resident`)
 
     # ----------------------------------------------------------------- protocol
     def receive(self, message: Message) -> None:
@@ -169,10 +118,10 @@ class FederatedClient(abc.ABC):
         self.received_step = message["step"]
         self._in_next_round = bool(message.get("in_next_round", True))
         closed = round_closed_by(message["step"], self.spr)
-        took_part = True
-        if message.get("final") and closed is not None and closed not in self._before and self._last_recorded < closed:
-            self._before[closed] = self._evaluate_reported(("valid", "test"))  # absent from the last round
-            took_part = False
+        took_part = not (message.get("final") and closed is not None and closed not in self._before
+                         and self._last_recorded < closed)  # else absent from the last round: evaluated now
+        if not took_part:
+            self._before[closed] = self._evaluate_reported(("valid", "test"))
         if "global_class_counts" in message:
             self.global_class_counts = torch.as_tensor(message["global_class_counts"])
         self.apply(message)
@@ -211,10 +160,8 @@ class FederatedClient(abc.ABC):
         return records
 
     def set_resident(self, resident: bool) -> None:
-        """Put this client's models and data splits on the training device (``resident``) or, while
-        it sits out rounds (client sampling), on the CPU, dropping its per-round training state
-        (:meth:`release_round_state`): the training device then holds the round's clients only.
-        Nothing else changes: a client that comes back trains exactly as if it had stayed."""
+        """Models and data on the training device (``resident``) or, while the client sits out
+        rounds, on the CPU without its round state (:meth:`release_round_state`)."""
         if resident == self.resident:
             return
         device = self.ctx.device if resident else torch.device("cpu")
@@ -227,8 +174,7 @@ class FederatedClient(abc.ABC):
         self.resident = resident
 
     def release_round_state(self) -> None:
-        """Drop what only lives within a round (optimizers and their momentum); called when the
-        client leaves the training device.  Algorithms that keep such state override it."""
+        """Drop what lives only within a round (optimizers); overridden by algorithms that keep it."""
 
     # ----------------------------------------------------------------- algorithm hooks
     @abc.abstractmethod
@@ -280,20 +226,16 @@ class FederatedClient(abc.ABC):
         metric = self.task.selection_metric  # macro-F1 (segmentation: Dice)
         f1_before, f1_after = before["test"][metric], after["test"][metric]
         retrogress = f1_after - f1_before if not (math.isnan(f1_before) or math.isnan(f1_after)) else float("nan")
-        if not received:
-            retrogress = float("nan")  # nothing came from the server: no retrogress to measure
+        retrogress = retrogress if received else float("nan")  # nothing came from the server
         record = {
             "round": round_idx, "silo": self.ctx.silo, "client": self.ctx.data.name,
             "valid": after["valid"], "test": after["test"],
             "test_before_receive": before["test"], "retrogress": retrogress,
             **self.round_info(),
         }
-        if not received:
-            record["received"] = False
-        if not took_part:
-            record["took_part"] = False
-        last_missed = round_idx if not took_part else round_idx - 1
-        if last_missed > self._last_recorded:  # it was absent (dropped out, or not sampled) in between
+        record.update({k: False for k, v in (("received", received), ("took_part", took_part)) if not v})
+        last_missed = round_idx - took_part  # it was absent (dropped out, or not sampled) in between:
+        if last_missed > self._last_recorded:
             record["missed_rounds"] = list(range(self._last_recorded + 1, last_missed + 1))
         self._last_recorded = round_idx
         self._records.append(record)
@@ -313,6 +255,7 @@ class FederatedClient(abc.ABC):
             "before": self._before,
             "last_recorded": self._last_recorded,
             "in_next_round": self._in_next_round,
+            "records": [dict(r) for r in self._records],  # made, not yet handed over (a client leaving the rounds)
             "extra": self.extra_state(),
         }
 
@@ -324,6 +267,7 @@ class FederatedClient(abc.ABC):
         self._before = dict(state["before"])
         self._last_recorded = int(state.get("last_recorded", -1))
         self._in_next_round = bool(state.get("in_next_round", True))
+        self._records = [dict(r) for r in state.get("records", [])]
         self.load_extra_state(state["extra"])
 
 
