@@ -16,8 +16,8 @@ from fedml_prr.training.sampling import sample_clients
 from fedtiny import TINY, tiny_federation
 
 
-def config(tmp_path, algorithm="PRR", per_round=2, rounds=3, **prr):
-    doc = {"train_args": {**TINY["train_args"], "comm_round": rounds, "client_num_in_total": 3,
+def config(tmp_path, algorithm="PRR", per_round=2, rounds=3, epochs=1, **prr):
+    doc = {"train_args": {**TINY["train_args"], "comm_round": rounds, "epochs": epochs, "client_num_in_total": 3,
                           "client_num_per_round": per_round},
            "prr_args": {**TINY["prr_args"], "prr_results_dir": str(tmp_path / algorithm), **prr}}
     return make_config(doc, algorithm=algorithm)
