@@ -3,9 +3,11 @@
 
 Prints, for this machine:
 
-1. PFA over 4 clients of VGG16-slim and over 50 clients of ResNet-18: time, and its ratio to a
-   plain weighted average of the same states (same run); PFA of the demo model as a share of a
-   PRR round on the demo federation (target: under 2 %).
+1. PFA over 4 clients of VGG16-slim and over 50 and 100 clients of ResNet-18 (``--resnet-clients``):
+   time, and its ratio to a plain weighted average of the same states (same run; target for
+   ResNet-18: within 10x); PFA of the demo model as a share of a PRR round on the demo federation
+   (target: under 2 %).  100 ResNet-18 clients need about 14 GB of memory (inputs, K outputs and
+   the transforms of the largest tensor).
 2. PRR local epoch time / FedAvg local epoch time on the demo federation (same data, model,
    batch), with the faithful stage check and with the ``previous_epoch`` estimate
    (targets: <= 2.8 and <= 2.1).
@@ -13,12 +15,14 @@ Prints, for this machine:
 Usage::
 
     python run_scripts/benchmark_speed.py [--config configs/prr_derm_synthetic.yaml] [--repeats 3]
+        [--resnet-clients 50 100] [--only pfa]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -53,17 +57,25 @@ def client_states(model_name: str, k: int, **options):
     return states
 
 
-def bench_pfa(repeats: int) -> None:
+def bench_pfa(repeats: int, resnet_clients=(50, 100), reference: bool = False) -> None:
     print("== PFA vs plain weighted average (same states, same run) ==")
-    for label, model, k, options in [("VGG16-slim (width 1.0)", "vgg16_slim", 4, {}),
-                                     ("ResNet-18", "resnet18", 50, {})]:
+    cases = [("VGG16-slim (width 1.0)", "vgg16_slim", 4, {})] + [("ResNet-18", "resnet18", k, {}) for k in resnet_clients]
+    old = None
+    if reference:  # the full-spectrum PFA this one replaced, frozen in tests/pfa_reference.py
+        sys.path.insert(0, str(ROOT / "tests"))
+        import pfa_reference as old
+    for label, model, k, options in cases:
         states = client_states(model, k, **options)
         weights = [1.0] * k
         n_params = sum(v.numel() for v in states[0].values() if v.is_floating_point())
         t_pfa = timed(lambda: progressive_fourier_aggregate(states, 0.8), repeats)
         t_avg = timed(lambda: weighted_average(states, weights), repeats)
-        print(f"{label:<24} K={k:<3} {n_params / 1e6:5.2f} M params/client: PFA {t_pfa * 1e3:8.1f} ms, "
-              f"weighted average {t_avg * 1e3:7.1f} ms, ratio {t_pfa / t_avg:5.1f}x")
+        line = (f"{label:<24} K={k:<3} {n_params / 1e6:5.2f} M params/client: PFA {t_pfa * 1e3:8.1f} ms, "
+                f"weighted average {t_avg * 1e3:7.1f} ms, ratio {t_pfa / t_avg:5.1f}x")
+        if old is not None:
+            t_old = timed(lambda: old.progressive_fourier_aggregate(states, 0.8), repeats)
+            line += f"; full-spectrum PFA {t_old * 1e3:8.1f} ms ({t_old / t_avg:5.1f}x)"
+        print(line, flush=True)
 
 
 def participants(config_path: Path, algorithm: str, **overrides):
@@ -129,10 +141,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "prr_derm_synthetic.yaml")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--resnet-clients", type=int, nargs="*", default=[50, 100])
+    parser.add_argument("--only", choices=["pfa"], help="run only this part")
+    parser.add_argument("--reference", action="store_true",
+                        help="also time the full-spectrum PFA it replaced (tests/pfa_reference.py)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}")
-    bench_pfa(args.repeats)
+    bench_pfa(args.repeats, args.resnet_clients, args.reference)
+    if args.only == "pfa":
+        return
     bench_epochs(args.config, args.repeats)
     bench_round_share(args.config, args.repeats)
 

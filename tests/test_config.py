@@ -40,7 +40,7 @@ def test_range_checks():
     with pytest.raises(ConfigError, match="prr_det_stage_estimate"):
         make_config({"prr_args": {"prr_det_stage_estimate": "guess"}})
     with pytest.raises(ConfigError, match="client_num_per_round"):
-        make_config({"train_args": {"client_num_in_total": 4, "client_num_per_round": 2}})
+        make_config({"train_args": {"client_num_in_total": 4, "client_num_per_round": 6}})
 
 
 def test_prr_key_outside_prr_args_is_refused():

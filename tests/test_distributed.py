@@ -46,13 +46,14 @@ def data_root(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("data"), two)
 
 
-def write_config(folder: Path, data_root: Path, *, algorithm="PRR", rounds=2, epochs=2) -> Path:
+def write_config(folder: Path, data_root: Path, *, algorithm="PRR", rounds=2, epochs=2, per_round=None) -> Path:
     doc = {
         "common_args": {"training_type": "simulation", "random_seed": 0},
         "data_args": {"dataset": "image_folder"},
         "model_args": {"model": "vgg16_slim"},
         "train_args": {"federated_optimizer": algorithm, "comm_round": rounds, "epochs": epochs, "batch_size": 8,
-                       "learning_rate": 0.05},
+                       "learning_rate": 0.05, **({"client_num_in_total": 2, "client_num_per_round": per_round}
+                                                 if per_round else {})},
         "comm_args": {"backend": "sp"},
         "prr_args": {"prr_data_root": str(data_root), "prr_image_size": 32, "prr_model_options": {"width": 0.25},
                      "prr_cpa_init_rounds": 1, "prr_eval_batch_size": 64, "prr_threads": 1,
@@ -89,7 +90,9 @@ def single_process(config_file: Path, results_dir: Path):
 @pytest.fixture(scope="module")
 def prr_reference(tmp_path_factory, data_root):
     folder = tmp_path_factory.mktemp("prr")
-    config_file = write_config(folder, data_root)
+    # one client per round (FedML's draw: silo 1 trains round 0, silo 0 round 1): the same cohorts,
+    # absent clients and end-of-run evaluation in every runtime
+    config_file = write_config(folder, data_root, per_round=1)
     single_process(config_file, folder / "sp")
     return config_file, folder
 
@@ -100,14 +103,20 @@ def test_mpi_and_grpc_end_with_the_same_metrics_and_checkpoints_as_one_process(p
     assert mpi.returncode == 0, mpi.stdout + mpi.stderr
     assert "PRR on image_folder" in mpi.stdout and mpi.stdout.count("finished") == 2
     grpc = launch_grpc_federation(str(config_file), num_clients=2, results_dir=str(folder / "grpc"),
-                                  timeout=HARD_TIMEOUT)
+                                  settings=["client_num_per_round=1"], timeout=HARD_TIMEOUT)
     assert grpc.returncode == 0, grpc.log(0) + grpc.log(1) + grpc.log(2)
     reference = records(folder / "sp")
-    assert len(reference) == 2 * 2  # rounds x clients
+    # round 0: silo 1 only (it records at once: it is not in round 1); round 1: silo 0, and silo 1
+    # evaluated at the final delivery without training
+    assert [(r["round"], r["silo"], r.get("received", True), r.get("took_part", True)) for r in reference] == \
+        [(0, 1, False, True), (1, 0, True, True), (1, 1, True, False)]
+    cohorts = json.loads((folder / "sp" / "summary.json").read_text())["sampling"]["cohorts"]
+    assert cohorts == [[1], [0]]
     for backend in ("mpi", "grpc"):
         assert records(folder / backend) == reference, backend
         summary = json.loads((folder / backend / "summary.json").read_text())
         assert summary["backend"] == backend.upper()
+        assert summary["sampling"]["cohorts"] == cohorts, backend
         assert_same_checkpoints(folder / "sp", folder / backend)
 
 

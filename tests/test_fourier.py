@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+import pfa_reference
 from fedml_prr.core.fourier import (
     TensorRole,
     fourier_mix,
@@ -194,3 +195,44 @@ def test_roles_of_every_registered_model(name):
                for p, _ in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))}
     assert bn_keys and all(roles[k] is TensorRole.LOCAL for k in bn_keys)
     assert all(roles[k] is TensorRole.CONV for k, v in model.state_dict().items() if v.dim() == 4)
+
+
+# --------------------------------------------------------------------------- the half-spectrum PFA
+@pytest.mark.parametrize("share_phase", [True, False])
+@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.33, 0.7, 0.95, 0.99])
+def test_half_spectrum_pfa_matches_the_full_spectrum_rule_it_replaced(share_phase, ratio):
+    # ratio >= 1 shares the Nyquist frequency of even axes: a real coefficient whose phase, pi or -pi,
+    # the full-spectrum rule took from the sign of a rounding zero; the half-spectrum one says pi
+    gen = torch.Generator().manual_seed(int(ratio * 100) + share_phase)
+    state = {  # odd and even axes, a conv, a linear, a classifier, BatchNorm, a bias, an integer buffer
+        "conv.weight": None, "bn.weight": None, "bn.bias": None, "bn.running_mean": None, "bn.running_var": None,
+        "bn.num_batches_tracked": None, "fc1.weight": None, "fc1.bias": None, "fc2.weight": None,
+    }
+    shapes = {"conv.weight": (6, 5, 3, 3), "bn.weight": (6,), "bn.bias": (6,), "bn.running_mean": (6,),
+              "bn.running_var": (6,), "fc1.weight": (9, 7), "fc1.bias": (9,), "fc2.weight": (4, 9)}
+    states = []
+    for _ in range(5):
+        s = {k: torch.randn(shapes[k], generator=gen) for k in state if k in shapes}
+        s["bn.num_batches_tracked"] = torch.tensor(3)
+        states.append({k: s[k] for k in state})
+    weights = [1.0, 2.0, 3.0, 4.0, 5.0]
+    new = progressive_fourier_aggregate(states, ratio, share_phase=share_phase, weights=weights)
+    old = pfa_reference.progressive_fourier_aggregate(states, ratio, share_phase=share_phase, weights=weights)
+    for k in range(5):
+        for key in state:
+            assert new[k][key].dtype == old[k][key].dtype
+            assert torch.allclose(new[k][key], old[k][key], atol=1e-5, rtol=1e-5), (k, key)
+
+
+def test_half_spectrum_pfa_matches_on_a_real_network_in_float64():
+    from fedml_prr.models import build_model
+    states = []
+    for i in range(4):
+        torch.manual_seed(i)
+        states.append({k: v.double() if v.is_floating_point() else v
+                       for k, v in build_model("vgg16_slim", num_classes=3, width=0.25).state_dict().items()})
+    new = progressive_fourier_aggregate(states, 0.8)
+    old = pfa_reference.progressive_fourier_aggregate(states, 0.8)
+    worst = max((new[k][key] - old[k][key]).abs().max().item() for k in range(4) for key in new[k])
+    # float64 rounding, amplified only by the phase of near-zero coefficients (ill-conditioned in both)
+    assert worst < 1e-8

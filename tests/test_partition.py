@@ -7,7 +7,7 @@ import torch
 
 from fedml_prr.data import build_federation
 from fedml_prr.data.federation import SPLITS, ClientData, Federation, ImageSplit
-from fedml_prr.data.partition import dirichlet_partition, largest_remainder
+from fedml_prr.data.partition import client_dirichlet_partition, dirichlet_partition, largest_remainder
 
 CLASSES = ("a", "b", "c", "d")
 
@@ -126,3 +126,37 @@ def test_build_federation_partitions_a_registered_dataset():
     assert not np.array_equal(counts(reseeded, "train"), counts(fed, "train"))
     assert len(build_federation("derm_synthetic", seed=0, image_size=16, scale=0.1, partition="dirichlet",
                                 alpha=5.0).clients) == 4  # clients default to the dataset's
+
+
+# --------------------------------------------------------------------------- many clients: per-client Dirichlet
+def test_client_dirichlet_gives_100_clients_equal_shares_of_every_image(balanced):
+    fed = client_dirichlet_partition(balanced, alpha=0.1, clients=100, seed=0, min_train_images=8)
+    assert [c.name for c in fed.clients] == [f"P{k}" for k in range(100)]
+    for s in SPLITS:
+        ids = [i for c in fed.clients for i in image_ids(c.split(s))]
+        pooled = [i for c in balanced.clients for i in image_ids(c.split(s))]
+        assert sorted(ids) == sorted(pooled)  # every image in exactly one client
+        sizes = [len(c.split(s)) for c in fed.clients]
+        assert max(sizes) - min(sizes) <= 1  # equal shares (largest remainder)
+    again = client_dirichlet_partition(balanced, alpha=0.1, clients=100, seed=0, min_train_images=8)
+    assert np.array_equal(counts(again, "train"), counts(fed, "train"))
+    assert not np.array_equal(counts(client_dirichlet_partition(balanced, alpha=0.1, clients=100, seed=1,
+                                                                min_train_images=8), "train"), counts(fed, "train"))
+
+
+def test_client_dirichlet_skew_grows_as_alpha_falls_and_test_follows_train(balanced):
+    def dominant_share(alpha):
+        c = counts(client_dirichlet_partition(balanced, alpha=alpha, clients=20, seed=0), "train")
+        return (c.max(1) / c.sum(1)).mean()
+    assert dominant_share(0.1) > dominant_share(1.0) > dominant_share(100.0)
+    fed = client_dirichlet_partition(balanced, alpha=0.1, clients=20, seed=0)
+    train, test = counts(fed, "train"), counts(fed, "test")
+    assert (train.argmax(1) == test.argmax(1)).mean() >= 0.8
+
+
+def test_client_dirichlet_names_the_numbers_when_clients_would_get_too_few_images(balanced):
+    with pytest.raises(ValueError, match="1200 train images .* would get 6 each, fewer than 16"):
+        client_dirichlet_partition(balanced, alpha=0.1, clients=200, seed=0)
+    fed = build_federation("derm_synthetic", seed=0, image_size=16, scale=0.1, partition="client_dirichlet",
+                           alpha=0.1, clients=12, min_train_images=8)
+    assert len(fed.clients) == 12 and "client_dirichlet(alpha=0.1, seed=0)" in fed.describe()

@@ -113,6 +113,9 @@ class PRRClient(FederatedClient):
                            f"{name}_personal_train": epoch.f1_personal, f"{name}_deputy_train": epoch.f1_deputy}
         self.epoch_log.append(dict(self.last_epoch))
 
+    def release_round_state(self) -> None:
+        self.optimizers = {}  # re-created at the next round start (begin_epoch)
+
     def needs_train_predictions(self, info: StepInfo) -> bool:
         """Whether the stage check of the coming epoch runs P and D over the training split."""
         return not (info.first_of_round or self.stage is Stage.START or self.single_model) \
@@ -225,7 +228,11 @@ class PRREpoch:
 
 
 class PRRServer(FederatedServer):
-    """Global prototypes after every epoch; PFA of the deputies after every round."""
+    """Global prototypes after every epoch; PFA of the deputies after every round.
+
+    A silo absent from a round (not sampled, or dropped out) is left out of both; the deputy PFA
+    made for it at the end of the last round it trained waits here until its next round start.
+    """
 
     STEPS_PER_ROUND = -1
     MESSAGE_FIELDS = {"global_prototypes": optional(tensor), "deputy": state}
@@ -242,7 +249,9 @@ class PRRServer(FederatedServer):
         counts = torch.stack([torch.as_tensor(uploads[s]["prototype_counts"]) for s in silos])
         self.global_protos = global_prototype(protos, counts, method=self.params.cpa_global_prototype,
                                               generator=self.generator)
-        self.deputies = {}
+        if info.first_of_round:  # the silos that train this round received their deputies at its start
+            for silo in silos:
+                self.deputies.pop(silo, None)
         if info.last_of_round and not info.last_of_run:
             p = self.params
             self.last_ratio = pfa_ratio(info.round_idx, self.schedule.rounds, p.pfa_ratio_start, p.pfa_ratio_end)
@@ -255,11 +264,13 @@ class PRRServer(FederatedServer):
                 roles = infer_tensor_roles(states[0])
                 local = [k for k, role in roles.items() if role in (TensorRole.LOCAL, TensorRole.UNTOUCHED)]
                 mixed = average_keeping_local(states, local, weights)
-            self.deputies = dict(zip(silos, mixed))
+            self.deputies.update(zip(silos, mixed))
 
     def payload_for(self, silo: int, step: int) -> Message:
+        """The global prototype; at a round start, the silo's PFA deputy if one waits for it (made at
+        the end of the last round it trained, kept while it was absent)."""
         out: Message = {"global_prototypes": self.global_protos}
-        if silo in self.deputies:
+        if silo in self.deputies and (step - 1) % self.spr == 0:
             out["deputy"] = self.deputies[silo]
         return out
 

@@ -336,9 +336,9 @@ def load_config(
     optimizer = str(fedml_keys.get("client_optimizer", "sgd")).lower()
     check(optimizer == "sgd", f"client_optimizer {optimizer!r} is not supported; use sgd (the paper's optimizer)")
     total, per_round = fedml_keys.get("client_num_in_total"), fedml_keys.get("client_num_per_round")
-    check(per_round is None or total is None or per_round == total,
-           f"client_num_per_round ({per_round}) must equal client_num_in_total ({total}): "
-           "every client takes part in every round")
+    check(per_round is None or per_round >= 1, f"client_num_per_round must be >= 1, got {per_round}")
+    check(per_round is None or total is None or per_round <= total,
+           f"client_num_per_round ({per_round}) must not exceed client_num_in_total ({total})")
 
     options = build_dataclass(RunOptions, prr_keys)
     engine_options = build_dataclass(EngineOptions, prr_keys)
@@ -363,6 +363,7 @@ def load_config(
         algorithm_params=params,
         data_root=prr_keys.get("prr_data_root", fedml_keys.get("data_cache_dir")),
         num_clients=total,
+        clients_per_round=per_round,
         backend=backend,
         fedml=fedml_keys,
     )

@@ -228,6 +228,9 @@ class RunConfig:
     federation: FederationOptions = field(default_factory=FederationOptions)
     data_root: Optional[str] = None
     num_clients: Optional[int] = None  # client_num_in_total, checked against the data
+    #: client_num_per_round (None: not set); below the number of clients, each round trains a
+    #: sample of them (fedml_prr.training.sampling)
+    clients_per_round: Optional[int] = None
     backend: str = "sp"
     fedml: Dict[str, Any] = field(default_factory=dict)  # every FedML key, for fedml.init
 

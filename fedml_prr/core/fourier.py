@@ -102,6 +102,13 @@ def fourier_mix(
     torch.Tensor
         Same shape and dtype as ``stacked``: client k's mixed matrix at index k.  Outside the band
         each client's own coefficients are kept exactly (no amplitude/phase round trip).
+
+    Notes
+    -----
+    Computed on the half spectrum of a real FFT (``rfftn``), for all K clients in one batched
+    transform: the input is real, so the other half is the conjugate mirror
+    (:func:`_hermitian_band_weight`).  Within float rounding of the full-spectrum rule (``fftn``,
+    replace the box, real part of ``ifftn``) at half its transform and elementwise cost.
     """
     if dims not in (1, 2):
         raise ValueError(f"dims must be 1 or 2, got {dims}")
@@ -110,24 +117,67 @@ def fourier_mix(
     if ratio < 0:
         raise ValueError(f"ratio must be non-negative, got {ratio}")
     axes = tuple(range(-dims, 0))
-    bands = [_band_indices(stacked.shape[a], ratio).to(stacked.device) for a in axes]
+    sizes = [stacked.shape[a] for a in axes]
+    bands = [_band_indices(n, ratio) for n in sizes]
     if any(len(b) == 0 for b in bands):
         return stacked.clone()
     work = stacked if stacked.dtype in (torch.float32, torch.float64) else stacked.float()
-    spectrum = torch.fft.fftn(work, dim=axes)
-    index = (Ellipsis, bands[0][:, None], bands[1]) if dims == 2 else (Ellipsis, bands[0])
-    block = spectrum[index]  # [K, ..., band...]
-    amplitude = block.abs()
+    spectrum = torch.fft.rfftn(work, dim=axes)  # [K, ..., n_h, n_w // 2 + 1]: the half the real input needs
+    share = _hermitian_band_weight(sizes, bands, work.dtype, work.device)  # 1, 1/2 or 0 per half-plane coefficient
+    parts = torch.view_as_real(spectrum)
+    real, imag = parts[..., 0].contiguous(), parts[..., 1].contiguous()  # contiguous: vectorised hypot/atan2
+    amplitude = torch.hypot(real, imag)
     w = _normalised_weights(weights, stacked.shape[0], amplitude)
     mean_amplitude = _weighted_mean(amplitude, w)
-    if share_phase:  # the same coefficients for every client: one polar, broadcast on assignment
-        spectrum[index] = torch.polar(mean_amplitude, _weighted_mean(block.angle(), w))
+    if share_phase:  # the same coefficients for every client
+        target = torch.polar(mean_amplitude, _weighted_mean(_phase(real, imag, sizes), w))
     else:  # keep each client's phase: rescale its unit phasor (angle 0 where the amplitude is 0)
-        phasor = torch.where(amplitude > 0, block / amplitude.clamp_min(torch.finfo(amplitude.dtype).tiny),
-                             torch.ones_like(block))
-        spectrum[index] = mean_amplitude * phasor
-    out = torch.fft.ifftn(spectrum, dim=axes).real
+        phasor = torch.where(amplitude > 0, spectrum / amplitude.clamp_min(torch.finfo(amplitude.dtype).tiny),
+                             torch.ones_like(spectrum))
+        target = mean_amplitude * phasor
+    del amplitude, real, imag
+    spectrum.mul_(1 - share).add_(share * target)  # S + share * (target - S), in place
+    out = torch.fft.irfftn(spectrum, s=sizes, dim=axes)
     return out.to(stacked.dtype)
+
+
+def _phase(real: torch.Tensor, imag: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """The angle of each coefficient; a self-conjugate one (DC, Nyquist: real for a real input) gets
+    exactly 0 or pi, whatever sign the rounding left on its zero imaginary part (-pi otherwise)."""
+    angle = torch.atan2(imag, real)
+    points = [[0] + ([n // 2] if n % 2 == 0 else []) for n in sizes]
+    for index in (points[0] if len(points) == 1 else [(i, j) for i in points[0] for j in points[1]]):
+        index = (Ellipsis, *(index if isinstance(index, tuple) else (index,)))
+        angle[index] = torch.where(real[index] < 0, math.pi, 0.0).to(angle.dtype)
+    return angle
+
+
+def _hermitian_band_weight(sizes: Sequence[int], bands: Sequence[torch.Tensor], dtype: torch.dtype,
+                           device: torch.device) -> torch.Tensor:
+    """How much of the band replacement reaches each coefficient of the real FFT's half plane.
+
+    The full-spectrum rule replaces the coefficients of the box ``B`` and keeps the real part of
+    the inverse transform; since ``B = [-b, b-1]`` is not symmetric, that real part equals the
+    inverse of the Hermitian half of the change, ``(D(f) + conj(D(-f))) / 2``.  The target at
+    ``-f`` is the conjugate of the target at ``f`` (amplitudes are even, phases odd), so the change
+    at ``f`` is ``([f in B] + [-f in B]) / 2`` times ``target(f) - S(f)``: this weight, over the
+    half plane ``[n_1, .., n_d // 2 + 1]``.
+    """
+    inside, mirrored = [], []
+    for axis, (n, band) in enumerate(zip(sizes, bands)):
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[band] = True
+        index = torch.arange(n // 2 + 1 if axis == len(sizes) - 1 else n)
+        inside.append(mask[index])
+        mirrored.append(mask[(-index) % n])
+
+    def box(masks):
+        out = masks[0]
+        for m in masks[1:]:
+            out = out[..., None] & m
+        return out.to(dtype)
+
+    return (0.5 * (box(inside) + box(mirrored))).to(device)
 
 
 class TensorRole(enum.Enum):
@@ -186,14 +236,9 @@ def infer_tensor_roles(
     return roles
 
 
-def _conv_to_matrix(w: torch.Tensor) -> torch.Tensor:
-    """[K, N_out, C_in, kh, kw] -> [K, C_in*kh, kw*N_out] (the reference reshape)."""
-    k, n_out, c_in, kh, kw = w.shape
-    return w.permute(0, 2, 3, 4, 1).reshape(k, c_in * kh, kw * n_out)
-
-
 def _matrix_to_conv(m: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Inverse of :func:`_conv_to_matrix` for a per-client conv ``shape``."""
+    """``[K, C_in*kh, kw*N_out]`` (the reference reshape of a conv) back to ``[K, N_out, C_in, kh, kw]``
+    for a per-client conv ``shape`` (a view)."""
     n_out, c_in, kh, kw = shape
     return m.reshape(-1, c_in, kh, kw, n_out).permute(0, 4, 1, 2, 3)
 
@@ -255,13 +300,19 @@ def progressive_fourier_aggregate(
             for out, state in zip(outputs, states):
                 out[key] = state[key].detach().clone()
             continue
+        if role is TensorRole.CONV:  # stacked straight into the [K, C_in, kh, kw, N_out] layout: one copy
+            matrix = torch.stack([s[key].detach().permute(1, 2, 3, 0) for s in states])
+            k, c_in, kh, kw, n_out = matrix.shape
+            matrix = fourier_mix(matrix.reshape(k, c_in * kh, kw * n_out), ratio, dims=2, share_phase=share_phase,
+                                 weights=weights)
+            mixed = _matrix_to_conv(matrix, states[0][key].shape)
+            for c, out in enumerate(outputs):
+                out[key] = mixed[c].contiguous()
+            continue
         stacked = torch.stack([s[key].detach() for s in states])
         if role is TensorRole.AVERAGE:
             w = _normalised_weights(weights, len(states), stacked.float())
             mixed = _weighted_mean(stacked.float(), w).to(stacked.dtype).expand_as(stacked)
-        elif role is TensorRole.CONV:
-            matrix = fourier_mix(_conv_to_matrix(stacked), ratio, dims=2, share_phase=share_phase, weights=weights)
-            mixed = _matrix_to_conv(matrix, stacked.shape[1:])
         elif role is TensorRole.LINEAR:
             mixed = fourier_mix(stacked, ratio, dims=2, share_phase=share_phase, weights=weights)
         else:  # CLASSIFIER [C, D] (or a 1x1 conv [C, D, 1, 1]): each class row its own 1-D transform

@@ -18,9 +18,25 @@ Pooling mixes the original clients: in ``derm_synthetic`` each new client gets i
 several original clients' imaging devices, so the partition trades the feature shift of the
 original federation for label skew.  Segmentation federations (per-pixel labels) are refused.
 
+Many clients: with few classes (``derm_synthetic`` has 3) the per-class draw cannot give 100
+clients data at a small ``alpha`` - each client's share is the sum of 3 Dirichlet components, and
+most are near zero.  ``partition: client_dirichlet`` is the per-client scheme of Hsu et al.
+("Measuring the effects of non-identical data distribution for federated visual
+classification", 2019): client ``k`` draws its class distribution ``q_k ~ Dir(alpha * C * p)`` (``p``:
+the pooled training class distribution over the ``C`` classes, so balanced classes give every
+component ``alpha``, as the per-class scheme), every client gets the same number of images of a split
+(``N_s / K``, largest remainder), of classes in proportion to ``q_k``; a class whose images have
+run out is replaced by the classes still available, in proportion to what is left.  Clients are
+filled in a seeded random order, so no client is always served last.  Every image again lands
+in exactly one client, and a client's valid and test splits follow its ``q_k``.
+
 Options in a config (``prr_dataset_options``, see :func:`split_partition_options`)::
 
     {scale: 0.25, partition: dirichlet, alpha: 0.3, clients: 4, partition_seed: 0}
+    {scale: 1.0, partition: client_dirichlet, alpha: 0.1, clients: 100, min_train_images: 8}
+
+A run writes the partition's class table (:meth:`~fedml_prr.data.federation.Federation.describe`)
+to ``federation.txt`` in its results folder.
 """
 
 from __future__ import annotations
@@ -37,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 #: keys of ``prr_dataset_options`` that belong to the partition, not to the dataset factory
 PARTITION_KEYS = ("partition", "alpha", "clients", "partition_seed", "min_train_images")
-PARTITIONS = ("dirichlet",)
+PARTITIONS = ("dirichlet", "client_dirichlet")
 #: their defaults: no partition unless ``partition`` is given
 PARTITION_DEFAULTS: Dict[str, Any] = {"partition": None, "alpha": None, "clients": None, "partition_seed": None,
                                       "min_train_images": 16}
@@ -52,6 +68,35 @@ def largest_remainder(total: int, shares: np.ndarray) -> np.ndarray:
         order = np.argsort(-(exact - counts), kind="stable")  # largest fractional part first, ties by index
         counts[order[:missing]] += 1
     return counts
+
+
+def _pooled_splits(federation: Federation) -> Dict[str, ImageSplit]:
+    """Each split's images of every client, concatenated in client order."""
+    return {s: ImageSplit(torch.cat([c.split(s).images for c in federation.clients]),
+                          torch.cat([c.split(s).labels for c in federation.clients])) for s in SPLITS}
+
+
+def _assign_images(pooled: Mapping[str, ImageSplit], counts: Mapping[str, np.ndarray],
+                   rng: np.random.Generator) -> list:
+    """Clients ``P0 ..`` holding ``counts[s][c, k]`` images of class ``c`` in split ``s``: a seeded
+    permutation of each class's images, cut in client order."""
+    num_classes, clients = next(iter(counts.values())).shape
+    members: Dict[str, list] = {s: [[] for _ in range(clients)] for s in SPLITS}
+    for s in SPLITS:
+        labels = pooled[s].labels.numpy()
+        for c in range(num_classes):
+            chosen = rng.permutation(np.flatnonzero(labels == c))
+            bounds = np.concatenate([[0], np.cumsum(counts[s][c])])
+            for k in range(clients):
+                members[s][k].append(chosen[bounds[k]:bounds[k + 1]])
+    new_clients = []
+    for k in range(clients):
+        parts = {}
+        for s in SPLITS:
+            index = torch.from_numpy(np.sort(np.concatenate(members[s][k]))).long()
+            parts[s] = ImageSplit(pooled[s].images[index], pooled[s].labels[index])
+        new_clients.append(ClientData(f"P{k}", **parts))
+    return new_clients
 
 
 def dirichlet_partition(federation: Federation, *, alpha: float, clients: Optional[int] = None, seed: int,
@@ -95,8 +140,7 @@ def dirichlet_partition(federation: Federation, *, alpha: float, clients: Option
         raise ValueError(f"the Dirichlet partition needs alpha > 0, clients >= 1 and min_train_images >= 1; got "
                          f"alpha={alpha}, clients={clients}, min_train_images={min_train_images}")
     num_classes = federation.num_classes
-    pooled = {s: ImageSplit(torch.cat([c.split(s).images for c in federation.clients]),
-                            torch.cat([c.split(s).labels for c in federation.clients])) for s in SPLITS}
+    pooled = _pooled_splits(federation)
     class_totals = {s: pooled[s].class_counts(num_classes).numpy() for s in SPLITS}
     rng = np.random.default_rng(seed)
     for draw in range(1, max_draws + 1):
@@ -111,25 +155,59 @@ def dirichlet_partition(federation: Federation, *, alpha: float, clients: Option
         raise ValueError(f"the Dirichlet partition (alpha={alpha}, {clients} clients) left a client with fewer than "
                          f"{min_train_images} training images or no validation/test image in {max_draws} draws; "
                          "raise alpha or lower clients")
-    members: Dict[str, list] = {s: [[] for _ in range(clients)] for s in SPLITS}
-    for s in SPLITS:
-        labels = pooled[s].labels.numpy()
-        for c in range(num_classes):
-            chosen = rng.permutation(np.flatnonzero(labels == c))
-            bounds = np.concatenate([[0], np.cumsum(counts[s][c])])
-            for k in range(clients):
-                members[s][k].append(chosen[bounds[k]:bounds[k + 1]])
-    new_clients = []
-    for k in range(clients):
-        parts = {}
-        for s in SPLITS:
-            index = torch.from_numpy(np.sort(np.concatenate(members[s][k]))).long()
-            parts[s] = ImageSplit(pooled[s].images[index], pooled[s].labels[index])
-        new_clients.append(ClientData(f"P{k}", **parts))
+    new_clients = _assign_images(pooled, counts, rng)
     logger.info("Dirichlet partition of %s: alpha %g, %d clients, seed %d (draw %d)", federation.name, alpha,
                 clients, seed, draw)
     return Federation(partition_name(federation.name, alpha=alpha, seed=seed), federation.class_names,
                       tuple(new_clients))
+
+
+def client_dirichlet_partition(federation: Federation, *, alpha: float, clients: Optional[int] = None, seed: int,
+                               min_train_images: int = 16) -> Federation:
+    """Re-split ``federation`` into ``clients`` equal-sized clients, client ``k``'s classes drawn from
+    ``q_k ~ Dir(alpha * C * p)`` (module docstring; Hsu et al. 2019).
+
+    Parameters and the result are those of :func:`dirichlet_partition`, except that every client
+    holds ``N_s / K`` images of split ``s`` (largest remainder), so it fails only when a client
+    would get fewer than ``min_train_images`` training images (or no validation/test image):
+    ``ValueError`` naming the numbers.
+    """
+    if federation.task != "classification":
+        raise ValueError(f"the Dirichlet label partition needs a classification dataset; {federation.name!r} is "
+                         f"{federation.task} (per-pixel labels)")
+    clients = len(federation.clients) if clients is None else clients
+    if not alpha > 0 or clients < 1 or min_train_images < 1:
+        raise ValueError(f"the Dirichlet partition needs alpha > 0, clients >= 1 and min_train_images >= 1; got "
+                         f"alpha={alpha}, clients={clients}, min_train_images={min_train_images}")
+    num_classes = federation.num_classes
+    pooled = _pooled_splits(federation)
+    class_totals = {s: pooled[s].class_counts(num_classes).numpy().astype(np.int64) for s in SPLITS}
+    for s, least in (("train", min_train_images), ("valid", 1), ("test", 1)):
+        have = int(class_totals[s].sum())
+        if have // clients < least and not (s != "train" and have == 0):
+            raise ValueError(f"{clients} clients of the {have} {s} images of {federation.name!r} would get "
+                             f"{have // clients} each, fewer than {least}; lower clients, or raise the dataset's scale")
+    rng = np.random.default_rng(seed)
+    prior = class_totals["train"] / class_totals["train"].sum()
+    shares = rng.dirichlet(np.maximum(alpha * prior * num_classes, 1e-3), size=clients)  # [K, C]
+    order = rng.permutation(clients)
+    counts = {s: np.zeros((num_classes, clients), dtype=np.int64) for s in SPLITS}
+    for s in SPLITS:
+        left = class_totals[s].copy()
+        sizes = largest_remainder(int(left.sum()), np.full(clients, 1.0 / clients))
+        for k in order:
+            want = largest_remainder(int(sizes[k]), shares[k])
+            got = np.minimum(want, left)
+            short = int(sizes[k] - got.sum())
+            if short > 0:  # classes run out: fill from what is left, in proportion
+                rest = left - got
+                got += np.minimum(rest, largest_remainder(short, rest / rest.sum()))
+            counts[s][:, k] = got
+            left -= got
+    new_clients = _assign_images(pooled, counts, rng)
+    logger.info("client-Dirichlet partition of %s: alpha %g, %d clients, seed %d", federation.name, alpha, clients, seed)
+    return Federation(partition_name(federation.name, alpha=alpha, seed=seed, scheme="client_dirichlet"),
+                      federation.class_names, tuple(new_clients))
 
 
 def _is_count(value: Any) -> bool:
@@ -175,15 +253,17 @@ def _partition_arguments(*, run_seed: int, partition: str, alpha: Any = None, cl
             "min_train_images": int(min_train_images)}
 
 
-def partition_name(name: str, *, alpha: float, seed: int) -> str:
+def partition_name(name: str, *, alpha: float, seed: int, scheme: str = "dirichlet") -> str:
     """The name of a partitioned federation."""
-    return f"{name} dirichlet(alpha={alpha:g}, seed={seed})"
+    return f"{name} {scheme}(alpha={alpha:g}, seed={seed})"
 
 
 def partition_federation(federation: Federation, *, run_seed: int, **options: Any) -> Federation:
     """Apply the partition named by ``options["partition"]`` with config options (``partition_seed``
     defaults to the run's seed)."""
-    return dirichlet_partition(federation, **_partition_arguments(run_seed=run_seed, **options))
+    scheme = options.get("partition", "dirichlet")
+    make = client_dirichlet_partition if scheme == "client_dirichlet" else dirichlet_partition
+    return make(federation, **_partition_arguments(run_seed=run_seed, **options))
 
 
 def partition_info(info: FederationInfo, *, run_seed: int, **options: Any) -> FederationInfo:
@@ -193,5 +273,6 @@ def partition_info(info: FederationInfo, *, run_seed: int, **options: Any) -> Fe
     count = len(info.clients) if arguments["clients"] is None else arguments["clients"]
     if count < 1:
         raise ValueError(f"the Dirichlet partition needs clients >= 1, got {count}")
-    return FederationInfo(partition_name(info.name, alpha=arguments["alpha"], seed=arguments["seed"]), info.task,
+    return FederationInfo(partition_name(info.name, alpha=arguments["alpha"], seed=arguments["seed"],
+                                         scheme=options.get("partition", "dirichlet")), info.task,
                           info.class_names, tuple(f"P{k}" for k in range(count)))

@@ -166,6 +166,11 @@ def unsupported_by_fedml(config: RunConfig) -> List[str]:
     if s.lr_decay_factor != 1 and s.rounds > s.lr_decay_every:
         problems.append(f"learning-rate decay every {s.lr_decay_every} rounds (FedML's is constant): "
                         f"set prr_lr_decay_every >= comm_round ({s.rounds}) or prr_lr_decay_factor: 1")
+    if config.clients_per_round is not None and config.num_clients is not None \
+            and config.clients_per_round < config.num_clients:
+        problems.append(f"client_num_per_round {config.clients_per_round} < client_num_in_total {config.num_clients} "
+                        "(FedML's own implementations run here with every client in every round): run ours "
+                        "(--algorithm FedAvg), which samples with FedML's rule, or set them equal")
     if getattr(config.options, "augment", True):
         problems.append("training augmentation (FedML's trainer trains on the loader's images as they are): "
                         "set prr_augment: false")

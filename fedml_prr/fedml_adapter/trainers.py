@@ -99,6 +99,9 @@ class AlgorithmClientTrainer(ClientTrainer):
             self.hooks.selected(self.client, int(message["selected_round"]))
         self.client.receive(message)
         self.step = step
+        self._take_records()
+
+    def _take_records(self) -> None:
         records = self.client.pop_records()
         if records:
             self.hooks.round_completed(self.client, records)
@@ -115,6 +118,7 @@ class AlgorithmClientTrainer(ClientTrainer):
             upload: Message = {"silo": self.silo, "step": self.step, "num_samples": len(self.client.train_split)}
         else:
             upload = self.client.upload()
+        self._take_records()  # a client outside the next round's cohort records its round once trained
         upload["records"], self._outgoing = self._outgoing, []
         self.hooks.uploaded(self.client, self.step)
         return upload

@@ -174,7 +174,9 @@ def run_server(config: RunConfig, info: FederationInfo, *, backend: str, comm=No
     if config.options.threads:
         torch.set_num_threads(config.options.threads)
     server, validator = build_server(config, spec.server, k, info.num_classes)
-    coordinator = Coordinator(server, validator=validator, min_clients=config.federation.min_uploads(k))
+    per_round = config.clients_per_round if config.clients_per_round is not None else k
+    coordinator = Coordinator(server, validator=validator, min_clients=config.federation.min_uploads(min(per_round, k)),
+                              clients_per_round=per_round)
     store, state = open_results(config, task_named(info.task), resume=resume, overwrite=overwrite, runtime=RUNTIME)
     coordinator.store = store
     elapsed_before = 0.0
@@ -201,7 +203,8 @@ def run_server(config: RunConfig, info: FederationInfo, *, backend: str, comm=No
     finally:
         link.stop_receive_message()
     elapsed = elapsed_before + time.perf_counter() - started
-    summary = store.summary(run_fields(config, list(info.clients), elapsed, backend=backend))
+    summary = store.summary(run_fields(config, list(info.clients), elapsed, backend=backend,
+                                       sampling=coordinator.sampling_summary()))
     return RunResult(summary=summary, results_dir=str(store.root))
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
 from ..algorithms import get_algorithm
-from ..config import RunConfig
+from ..config import EngineOptions, RunConfig
 from ..data.federation import Federation
+from ..files import atomic_write_text
 from ..training.batched import attach_cohort
 from ..training.coordinator import Coordinator
 from ..training.federated import FederatedClient, Message
@@ -35,10 +36,18 @@ RUNTIME = "single-process"
 
 @dataclass
 class LocalFederation:
-    """Every party of a run in this process: the clients by silo and the coordinator."""
+    """Every party of a run in this process: the clients by silo and the coordinator.
+
+    With client sampling, each round start puts the round's clients on the training device and
+    the others on the CPU (:meth:`FederatedClient.set_resident`), and the batched engine
+    (``engine_options``) is rebuilt for the round's clients only: device memory grows with the
+    clients per round, not with the clients in total.
+    """
 
     clients: Dict[int, FederatedClient]
     coordinator: Coordinator
+    engine_options: Optional[EngineOptions] = None  # the batched engine's, None: the loop engine
+    cohort_silos: Optional[List[int]] = None  # the silos under the batched engine now
 
     @property
     def silos(self):
@@ -48,6 +57,10 @@ class LocalFederation:
         """Hand every silo the server's message of the current step; when it closes a round,
         record that round (metrics and reported models).  Returns the round closed, if any."""
         closed = self.coordinator.closing_round
+        if self.coordinator.sampling and self.coordinator.training_round is not None and self.coordinator.round_start:
+            participants = set(self.coordinator.participants())
+            for silo, client in self.clients.items():
+                client.set_resident(silo in participants)
         for silo, message in self.coordinator.messages().items():
             self.clients[silo].receive(message)
         if closed is not None:
@@ -60,8 +73,14 @@ class LocalFederation:
     def train(self) -> Dict[int, Message]:
         """Train every participant one step (the current one); their uploads, not yet aggregated."""
         step = self.coordinator.step
+        participants = self.coordinator.participants()
+        if self.engine_options is not None and participants and participants != self.cohort_silos:
+            for client in self.clients.values():
+                client.cohort = None
+            attach_cohort([self.clients[s] for s in participants], self.engine_options)
+            self.cohort_silos = participants
         uploads = {}
-        for silo in self.coordinator.participants():
+        for silo in participants:
             self.clients[silo].train(step)
             uploads[silo] = self.clients[silo].upload()
         return uploads
@@ -92,11 +111,19 @@ def build_local_federation(config: RunConfig, federation: Federation, *,
     spec = get_algorithm(config.algorithm)
     make_context = context_factory(config, federation, pooled_data=spec.client.NEEDS_POOLED_DATA)
     k = len(federation.clients)
+    if spec.client.NEEDS_POOLED_DATA and config.clients_per_round is not None and config.clients_per_round < k:
+        raise ValueError(f"{config.algorithm} trains on every client's data pooled in one place: client_num_per_round "
+                         f"({config.clients_per_round}) must equal the number of clients ({k})")
     clients = {silo: spec.client(make_context(silo), config.algorithm_params) for silo in range(k)}
     server, validator = build_server(config, spec.server, k, federation.num_classes)
+    coordinator = Coordinator(server, validator=validator, store=store, clients_per_round=config.clients_per_round)
+    parties = LocalFederation(clients, coordinator)
     if config.engine_options.engine == "batched":
-        attach_cohort(list(clients.values()), config.engine_options)
-    return LocalFederation(clients, Coordinator(server, validator=validator, store=store))
+        parties.engine_options = config.engine_options
+        if not coordinator.sampling:  # every silo, every round: one engine for the run
+            attach_cohort(list(clients.values()), config.engine_options)
+            parties.cohort_silos = list(range(k))
+    return parties
 
 
 @dataclass
@@ -134,6 +161,7 @@ def _run(config: RunConfig, federation: Federation, *, resume: bool, overwrite: 
     store, state = open_results(config, task, resume=resume, overwrite=overwrite, runtime=RUNTIME)
     coordinator = parties.coordinator
     coordinator.store = store
+    atomic_write_text(store.root / "federation.txt", federation.describe() + "\n")  # each client's split
     elapsed_before = 0.0
     if state is not None:
         parties.load_state_dict(state)
@@ -164,5 +192,5 @@ def _run(config: RunConfig, federation: Federation, *, resume: bool, overwrite: 
         bar.close()
     elapsed = elapsed_before + time.perf_counter() - started
     names = [federation.clients[s].name for s in parties.silos]
-    summary = store.summary(run_fields(config, names, elapsed))
+    summary = store.summary(run_fields(config, names, elapsed, sampling=coordinator.sampling_summary()))
     return RunResult(summary=summary, results_dir=str(store.root))

@@ -217,5 +217,6 @@ PROTOCOL_UPLOAD = MessageSchema("upload", {"silo": integer, "step": integer, "nu
 #: what every server message may carry besides the algorithm's fields
 PROTOCOL_MESSAGE = MessageSchema("server message", {"silo": integer, "step": integer, "final": boolean,
                                                     "end": boolean, "selected_round": optional(integer),
-                                                    "global_class_counts": tensor},
+                                                    "global_class_counts": tensor,
+                                                    "in_next_round": boolean},
                                  required=("silo", "step"))

@@ -16,6 +16,11 @@ valid and test splits, once just before it receives the server's next message an
 after.  ``retrogress`` = test macro-F1 (segmentation: Dice) after - before (negative: the
 server's model made the client worse).  The round's record carries the *after* metrics, which are those of the model
 the client holds going into the next round.
+
+An absent client (not sampled, or dropped out) keeps its state and receives nothing.  Told it is
+not in the next round (``in_next_round: false``), it records its round once trained, marked
+``"received": false`` (retrogress NaN).  The final delivery reaches every client; one that did
+not train the last round is evaluated then, marked ``"took_part": false`` (docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from torch import nn
 
 from ..config import TrainSchedule
 from ..data.federation import ClientData, ImageSplit
+from .steps import StepInfo, round_closed_by, step_info, steps_per_round, total_steps  # noqa: F401 (re-exported)
 from .tasks import task_for
 
 Message = Dict[str, Any]
@@ -51,52 +57,6 @@ class ClientContext:
     #: every client's training split concatenated; only for algorithms that ask for it
     #: (``NEEDS_POOLED_DATA``: the Centralized reference), None otherwise
     pooled_train: Optional[ImageSplit] = None
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """Where a training step falls: algorithm round ``round_idx``, sub-step ``sub_step``."""
-
-    step: int
-    round_idx: int
-    sub_step: int
-    steps_per_round: int
-    total_rounds: int
-
-    @property
-    def first_of_round(self) -> bool:
-        return self.sub_step == 0
-
-    @property
-    def last_of_round(self) -> bool:
-        return self.sub_step == self.steps_per_round - 1
-
-    @property
-    def last_of_run(self) -> bool:
-        return self.last_of_round and self.round_idx == self.total_rounds - 1
-
-
-def steps_per_round(algorithm_steps: int, schedule: TrainSchedule) -> int:
-    return schedule.epochs if algorithm_steps == -1 else algorithm_steps
-
-
-def total_steps(spr: int, schedule: TrainSchedule) -> int:
-    """Number of FedML communication rounds of a run: handshake + training steps."""
-    return 1 + schedule.rounds * spr
-
-
-def step_info(step: int, spr: int, schedule: TrainSchedule) -> StepInfo:
-    if not 1 <= step < total_steps(spr, schedule):
-        raise ValueError(f"step {step} is not a training step (1..{total_steps(spr, schedule) - 1})")
-    round_idx, sub = divmod(step - 1, spr)
-    return StepInfo(step, round_idx, sub, spr, schedule.rounds)
-
-
-def round_closed_by(step: int, spr: int) -> Optional[int]:
-    """The algorithm round whose server message is delivered at ``step`` (None if none)."""
-    if step < 2 or (step - 1) % spr != 0:
-        return None
-    return (step - 2) // spr
 
 
 def client_generator(seed: int, silo: int) -> torch.Generator:
@@ -145,21 +105,28 @@ class FederatedClient(abc.ABC):
         self._last_recorded = -1  # the last round this silo evaluated
         self._last_step = -1
         self.received_step = -1  # step of the last server message
+        self._in_next_round = True  # what the server's last message said (client sampling)
         #: set by the batched engine (:mod:`fedml_prr.training.batched`), which then trains this
         #: client together with the other silos of the process; None: this client's own loop
         self.cohort = None
+        self.resident = True  # False while it sits out rounds (:meth:`set_resident`)
 
     # ----------------------------------------------------------------- protocol
     def receive(self, message: Message) -> None:
         """Take the server's message of ``message['step']``."""
         self._check_message(message)
         self.received_step = message["step"]
+        self._in_next_round = bool(message.get("in_next_round", True))
+        closed = round_closed_by(message["step"], self.spr)
+        took_part = not (message.get("final") and closed is not None and closed not in self._before
+                         and self._last_recorded < closed)  # else absent from the last round: evaluated now
+        if not took_part:
+            self._before[closed] = self._evaluate_reported(("valid", "test"))
         if "global_class_counts" in message:
             self.global_class_counts = torch.as_tensor(message["global_class_counts"])
         self.apply(message)
-        closed = round_closed_by(message["step"], self.spr)
         if closed is not None and closed in self._before:
-            self._record_round(closed)
+            self._record_round(closed, took_part=took_part)
         for stale in [r for r in self._before if closed is None or r < closed]:
             del self._before[stale]  # a round this silo did not finish (it missed its last step)
 
@@ -175,6 +142,8 @@ class FederatedClient(abc.ABC):
             self.local_step(info)
         if info.last_of_round:
             self._before[info.round_idx] = self._evaluate_reported(("valid", "test"))
+            if not self._in_next_round and not info.last_of_run:  # no message comes before it is next sampled
+                self._record_round(info.round_idx, received=False)
 
     def upload(self) -> Message:
         """What goes to the server after :meth:`train` (always ``silo``, ``step``, ``num_samples``)."""
@@ -189,6 +158,23 @@ class FederatedClient(abc.ABC):
         """Per-round metric records completed since the last call."""
         records, self._records = self._records, []
         return records
+
+    def set_resident(self, resident: bool) -> None:
+        """Models and data on the training device (``resident``) or, while the client sits out
+        rounds, on the CPU without its round state (:meth:`release_round_state`)."""
+        if resident == self.resident:
+            return
+        device = self.ctx.device if resident else torch.device("cpu")
+        for model in self.models.values():
+            model.to(device)
+        self.train_split, self.valid_split, self.test_split = (
+            split.to(device) for split in (self.train_split, self.valid_split, self.test_split))
+        if not resident:
+            self.release_round_state()
+        self.resident = resident
+
+    def release_round_state(self) -> None:
+        """Drop what lives only within a round (optimizers); overridden by algorithms that keep it."""
 
     # ----------------------------------------------------------------- algorithm hooks
     @abc.abstractmethod
@@ -233,20 +219,24 @@ class FederatedClient(abc.ABC):
         return {name: self.task.evaluate(model, by_name[name], self.ctx.num_classes, self.ctx.eval_batch_size)
                 for name in splits}
 
-    def _record_round(self, round_idx: int) -> None:
+    def _record_round(self, round_idx: int, *, received: bool = True, took_part: bool = True) -> None:
         before = self._before.pop(round_idx)
-        after = self._evaluate_reported(("valid", "test")) if self.REPORTED_MODEL_REPLACED_ON_RECEIVE else before
+        replaced = received and self.REPORTED_MODEL_REPLACED_ON_RECEIVE
+        after = self._evaluate_reported(("valid", "test")) if replaced else before
         metric = self.task.selection_metric  # macro-F1 (segmentation: Dice)
         f1_before, f1_after = before["test"][metric], after["test"][metric]
         retrogress = f1_after - f1_before if not (math.isnan(f1_before) or math.isnan(f1_after)) else float("nan")
+        retrogress = retrogress if received else float("nan")  # nothing came from the server
         record = {
             "round": round_idx, "silo": self.ctx.silo, "client": self.ctx.data.name,
             "valid": after["valid"], "test": after["test"],
             "test_before_receive": before["test"], "retrogress": retrogress,
             **self.round_info(),
         }
-        if round_idx > self._last_recorded + 1:  # it was absent (dropped out, or not sampled) in between
-            record["missed_rounds"] = list(range(self._last_recorded + 1, round_idx))
+        record.update({k: False for k, v in (("received", received), ("took_part", took_part)) if not v})
+        last_missed = round_idx - took_part  # it was absent (dropped out, or not sampled) in between:
+        if last_missed > self._last_recorded:
+            record["missed_rounds"] = list(range(self._last_recorded + 1, last_missed + 1))
         self._last_recorded = round_idx
         self._records.append(record)
 
@@ -264,6 +254,8 @@ class FederatedClient(abc.ABC):
             "global_class_counts": self.global_class_counts,
             "before": self._before,
             "last_recorded": self._last_recorded,
+            "in_next_round": self._in_next_round,
+            "records": [dict(r) for r in self._records],  # made, not yet handed over (a client leaving the rounds)
             "extra": self.extra_state(),
         }
 
@@ -274,6 +266,8 @@ class FederatedClient(abc.ABC):
         self.global_class_counts = state["global_class_counts"]
         self._before = dict(state["before"])
         self._last_recorded = int(state.get("last_recorded", -1))
+        self._in_next_round = bool(state.get("in_next_round", True))
+        self._records = [dict(r) for r in state.get("records", [])]
         self.load_extra_state(state["extra"])
 
 

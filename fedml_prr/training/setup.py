@@ -57,6 +57,9 @@ def check_federation(config: RunConfig, federation: Union[Federation, Federation
     if config.num_clients is not None and config.num_clients != len(clients):
         raise ValueError(f"client_num_in_total is {config.num_clients} but dataset {config.dataset!r} has "
                          f"{len(clients)} clients ({', '.join(clients)}); set client_num_in_total to match or remove it")
+    if config.clients_per_round is not None and config.clients_per_round > len(clients):
+        raise ValueError(f"client_num_per_round is {config.clients_per_round} but dataset {config.dataset!r} has "
+                         f"{len(clients)} clients; set client_num_per_round to at most {len(clients)}")
     if model_task(config.model) != federation.task:
         raise ValueError(f"model {config.model!r} is a {model_task(config.model)} model but dataset {federation.name!r} "
                          f"is {federation.task}; pick a {federation.task} model (see docs/algorithm.md)")
