@@ -1,0 +1,82 @@
+"""PRR's diagnosis in the metric records: DET stage, CPA factor, P's and D's validation score
+around each receive (docs/algorithm.md, "Diagnosis")."""
+
+import json
+
+import pytest
+import torch
+
+from fedml_prr.api import make_config, run
+from fedml_prr.runtime.sp import build_local_federation
+
+from fedtiny import TINY, drive_one_step, tiny_federation
+
+
+def config(tmp_path, algorithm="PRR", train=None, **prr):
+    doc = {k: dict(v) for k, v in TINY.items()}
+    doc["prr_args"].update(prr)
+    doc["train_args"].update(train or {})
+    doc["prr_args"]["prr_results_dir"] = str(tmp_path / "run")
+    return make_config(doc, algorithm=algorithm)
+
+
+def records_of(tmp_path):
+    return [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+
+
+KEYS = ("f1_personal_valid_before_receive", "f1_personal_valid_after_receive",
+        "f1_deputy_valid_before_receive", "f1_deputy_valid_after_receive", "deputy_received")
+
+
+@pytest.mark.parametrize("algorithm", ["PRR", "PRR-noDET"])
+def test_records_carry_the_diagnosis(tmp_path, algorithm):
+    run(config(tmp_path, algorithm, train={"comm_round": 3}), federation=tiny_federation())
+    records = records_of(tmp_path)
+    assert len(records) == 9
+    for r in records:
+        assert all(k in r for k in KEYS)
+        # a deputy comes at every round boundary but the last (the run is over)
+        assert r["deputy_received"] is (r["round"] < 2)
+        # P's after-receive score is the reported validation macro-F1; PRR's P is never replaced
+        assert r["f1_personal_valid_after_receive"] == pytest.approx(r["valid"]["macro_f1"], abs=1e-12)
+        if algorithm == "PRR":
+            assert r["f1_personal_valid_after_receive"] == r["f1_personal_valid_before_receive"]
+        if not r["deputy_received"]:  # nothing received: after = before, for both models
+            assert r["f1_deputy_valid_after_receive"] == r["f1_deputy_valid_before_receive"]
+            assert r["f1_personal_valid_after_receive"] == r["f1_personal_valid_before_receive"]
+        if algorithm == "PRR-noDET":  # one model: P is D
+            assert r["f1_personal_valid_after_receive"] == r["f1_deputy_valid_after_receive"]
+        for e in r["epochs"]:  # CPA's prototype factor: none before t_init (1 round here), then in [1, 4/3]
+            if r["round"] < 1:
+                assert e["gamma"] is None
+            else:
+                assert len(e["gamma"]) == 3 and all(1.0 - 1e-6 <= g <= 4 / 3 + 1e-6 for g in e["gamma"])
+    # the aggregated deputy differs from the one trained: its score moves on some client and round
+    received = [r for r in records if r["deputy_received"]]
+    assert any(r["f1_deputy_valid_after_receive"] != r["f1_deputy_valid_before_receive"] for r in received)
+
+
+def test_deputy_after_receive_is_the_received_state_scored(tmp_path):
+    fed = tiny_federation()
+    parties = build_local_federation(config(tmp_path), fed)
+    for _ in range(1 + 2):  # handshake, round 0's two epochs
+        drive_one_step(parties)
+    trained = {s: {k: v.clone() for k, v in c.deputy.state_dict().items()} for s, c in parties.clients.items()}
+    messages = parties.coordinator.messages()
+    for silo, client in parties.clients.items():
+        client.receive(messages[silo])
+        (record,) = client.pop_records()
+        task, n, bs = client.task, client.ctx.num_classes, client.ctx.eval_batch_size
+        for state, key in ((messages[silo]["deputy"], "f1_deputy_valid_after_receive"),
+                           (trained[silo], "f1_deputy_valid_before_receive")):
+            model = client.ctx.build_model()
+            model.load_state_dict(state)
+            assert record[key] == pytest.approx(task.score(model, client.valid_split, n, bs), abs=1e-12)
+        assert record["deputy_received"] is True
+
+
+def test_diagnostics_off_records_no_boundary_scores(tmp_path):
+    run(config(tmp_path, prr_diagnostics=False), federation=tiny_federation())
+    for r in records_of(tmp_path):
+        assert not any(k in r for k in KEYS)
+        assert all("gamma" in e and "stage" in e for e in r["epochs"])  # the per-epoch record costs nothing
