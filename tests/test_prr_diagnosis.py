@@ -80,3 +80,27 @@ def test_diagnostics_off_records_no_boundary_scores(tmp_path):
     for r in records_of(tmp_path):
         assert not any(k in r for k in KEYS)
         assert all("gamma" in e and "stage" in e for e in r["epochs"])  # the per-epoch record costs nothing
+
+
+@pytest.mark.parametrize("algorithm, engine, models", [
+    ("PRR", "loop", {"personal", "deputy"}), ("PRR", "batched", {"personal", "deputy"}),
+    ("PRR-noDET", "loop", {"model"}), ("FedAvg", "loop", {"model"}), ("FedAvg", "batched", {"model"})])
+def test_eval_every_epoch_records_each_epoch_and_each_receive(tmp_path, algorithm, engine, models):
+    rounds, epochs = 3, 2
+    run(config(tmp_path / "on", algorithm, train={"comm_round": rounds}, prr_eval_every_epoch=True, prr_engine=engine),
+        federation=tiny_federation())
+    run(config(tmp_path / "off", algorithm, train={"comm_round": rounds}, prr_engine=engine),
+        federation=tiny_federation())
+    on, off = records_of(tmp_path / "on"), records_of(tmp_path / "off")
+    assert sum(len(r["test_every_epoch"]) for r in on) == rounds * epochs * 3  # rounds x epochs per client
+    for r, plain in zip(on, off):
+        assert "test_every_epoch" not in plain and "test_after_receive" not in plain
+        # evaluating draws nothing and trains nothing: the run is the same run
+        assert r["test"] == plain["test"] and r["valid"] == plain["valid"]
+        assert all(set(e) == models for e in r["test_every_epoch"]) and set(r["test_after_receive"]) == models
+        reported = "personal" if "personal" in models else "model"
+        # the last epoch's point is the before-receive evaluation, the after-receive point the record's
+        assert r["test_every_epoch"][-1][reported] == r["test_before_receive"]
+        assert r["test_after_receive"][reported] == r["test"]
+        if algorithm == "PRR" and r["round"] < rounds - 1:  # the received deputy is what D is after the receive
+            assert r["test_after_receive"]["deputy"] != r["test_every_epoch"][-1]["deputy"]

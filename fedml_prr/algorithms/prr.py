@@ -130,6 +130,7 @@ class PRRClient(FederatedClient):
                            f"{name}_personal_train": epoch.f1_personal, f"{name}_deputy_train": epoch.f1_deputy,
                            "gamma": None if epoch.gamma is None else epoch.gamma.tolist()}
         self.epoch_log.append(dict(self.last_epoch))
+        self.evaluate_epoch()
 
     def needs_train_predictions(self, info: StepInfo) -> bool:
         """Whether the stage check of the coming epoch runs P and D over the training split."""
@@ -162,6 +163,10 @@ class PRRClient(FederatedClient):
 
     def reported_model(self) -> nn.Module:
         return self.personal
+
+    def epoch_models(self) -> Dict[str, nn.Module]:
+        """``prr_eval_every_epoch`` evaluates P_k and D_k (one model without DET: ``model``)."""
+        return super().epoch_models() if self.single_model else {"personal": self.personal, "deputy": self.deputy}
 
     def _valid_score(self, model: nn.Module) -> float:
         """The task score of ``model`` on this client's validation split (the diagnosis)."""
