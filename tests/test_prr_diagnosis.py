@@ -104,3 +104,43 @@ def test_eval_every_epoch_records_each_epoch_and_each_receive(tmp_path, algorith
         assert r["test_after_receive"][reported] == r["test"]
         if algorithm == "PRR" and r["round"] < rounds - 1:  # the received deputy is what D is after the receive
             assert r["test_after_receive"]["deputy"] != r["test_every_epoch"][-1]["deputy"]
+
+
+def test_diagnose_command_on_a_prr_and_a_fedavg_run(tmp_path, capsys):
+    import csv
+
+    from fedml_prr.cli import main
+    from fedml_prr.compare.diagnosis import client_summaries, diagnosis_rows, read_run_records, receive_drops, \
+        retrogress_curves
+
+    for algorithm in ("PRR", "FedAvg"):
+        run(config(tmp_path / algorithm, algorithm, train={"comm_round": 3}, prr_eval_every_epoch=True),
+            federation=tiny_federation())
+    out = tmp_path / "diagnosis"
+    assert main(["diagnose", str(tmp_path / "PRR" / "run"), str(tmp_path / "FedAvg" / "run"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"  {c} " in printed for c in "ABC") and "FedAvg (" in printed and "no DET records" in printed
+    assert {p.name for p in out.iterdir()} == {"diagnosis_PRR.csv", "diagnosis_PRR.png", "retrogress_epochs.png"}
+    rows = list(csv.DictReader((out / "diagnosis_PRR.csv").open()))
+    assert sorted((int(r["round"]), r["client"]) for r in rows) == [(t, c) for t in range(3) for c in "ABC"]
+    assert all(r["stages"].split("-")[0] == "1" and len(r["stages"].split("-")) == 2 for r in rows)
+
+    prr = read_run_records(tmp_path / "PRR" / "run")
+    rows = diagnosis_rows(prr)
+    for row, record in zip(rows, sorted(prr.records, key=lambda r: (r["round"], r["silo"]))):
+        if record["deputy_received"]:
+            assert row["deputy_gain"] == record["f1_deputy_valid_after_receive"] - record["f1_deputy_valid_before_receive"]
+    for summary in client_summaries(rows):
+        assert sum(summary.stage_share.values()) == pytest.approx(1.0) and summary.rounds == 3
+    curves = retrogress_curves(prr)
+    assert set(curves) == {"personal", "deputy"} and all(len(p) == 3 * (2 + 1) for p in curves["personal"].values())
+    drops = receive_drops(curves)
+    assert drops["personal"] == 0.0 and drops["deputy"] != 0.0  # P_k is never replaced, D_k is
+    assert set(retrogress_curves(read_run_records(tmp_path / "FedAvg" / "run"))) == {"model"}
+
+
+def test_diagnose_names_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from fedml_prr.cli import main
+
+    assert main(["diagnose", str(tmp_path)]) != 0
+    assert "is not a run folder: config.resolved.json is missing" in capsys.readouterr().err
