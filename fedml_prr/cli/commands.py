@@ -146,7 +146,7 @@ def provision_command(args: argparse.Namespace) -> int:
 
 def diagnose_command(args: argparse.Namespace) -> int:
     """``fedml-prr diagnose``: PRR's diagnosis and the retrogress figure from run folders."""
-    from ..compare.diagnosis import diagnose
+    from ..compare.diagnosis_report import diagnose
 
     try:
         report = diagnose(args.runs, args.out)
