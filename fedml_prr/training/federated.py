@@ -266,7 +266,7 @@ class FederatedClient(abc.ABC):
             "test_before_receive": before["test"], "retrogress": retrogress,
             **self.round_info(),
         }
-        if self.ctx.eval_every_epoch:
+        if self._epoch_evals:  # prr_eval_every_epoch, and the algorithm evaluates its epochs
             record.update(test_every_epoch=self._epoch_evals, test_after_receive=self._evaluate_models())
         if round_idx > self._last_recorded + 1:  # it was absent (dropped out, or not sampled) in between
             record["missed_rounds"] = list(range(self._last_recorded + 1, round_idx))
