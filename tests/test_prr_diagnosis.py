@@ -144,3 +144,9 @@ def test_diagnose_names_a_folder_that_is_not_a_run(tmp_path, capsys):
 
     assert main(["diagnose", str(tmp_path)]) != 0
     assert "is not a run folder: config.resolved.json is missing" in capsys.readouterr().err
+
+
+def test_eval_every_epoch_leaves_out_a_method_that_reports_another_model(tmp_path):
+    # Ditto reports its personal model but its epochs train the global one first: nothing recorded
+    run(config(tmp_path, "Ditto", prr_eval_every_epoch=True), federation=tiny_federation())
+    assert all("test_every_epoch" not in r and "test_after_receive" not in r for r in records_of(tmp_path))
