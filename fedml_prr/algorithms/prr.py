@@ -26,7 +26,7 @@ from ..core.metrics import macro_f1
 from ..devices import to_device
 from ..core.prototypes import PrototypeAccumulator, global_prototype, reset_prototypes
 from ..training.codec import integer, optional, state, tensor
-from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo, cpu_state
+from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo, cpu_state, step_info
 from ..training.loops import training_batches
 from ..training.tasks import ScoreTracker
 from .registry import get_algorithm, register_algorithm
@@ -58,6 +58,9 @@ class PRRClient(FederatedClient):
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
         self.last_epoch: Dict[str, Any] = {}
         self.epoch_log: list = []  # one entry per local epoch of the current round
+        #: the diagnosis of the round boundary in progress (``prr_diagnostics``): validation score of
+        #: P and of the deputy it trained before the upload, of the deputy received after
+        self.boundary: Dict[str, Optional[float]] = {}
 
     # ----------------------------------------------------------------- protocol hooks
     def apply(self, message: Message) -> None:
@@ -65,6 +68,20 @@ class PRRClient(FederatedClient):
             self.global_protos = torch.as_tensor(message["global_prototypes"]).float()
         if "deputy" in message:
             self.deputy.load_state_dict(message["deputy"])
+            if self.params.diagnostics and self.boundary:
+                self.boundary["deputy_after"] = self._valid_score(self.deputy)
+
+    def train(self, step: int) -> None:
+        """The protocol's step, then (``prr_diagnostics``, at a round's last step) the validation score
+        of the deputy about to be uploaded; P's is the base class's before-receive evaluation."""
+        super().train(step)
+        self.boundary = {}
+        if step >= 1 and self.params.diagnostics:
+            info = step_info(step, self.spr, self.ctx.schedule)
+            if info.last_of_round:
+                personal = self._before[info.round_idx]["valid"][self.task.selection_metric]
+                deputy = personal if self.single_model else self._valid_score(self.deputy)
+                self.boundary = {"personal_before": personal, "deputy_before": deputy, "deputy_after": None}
 
     def local_step(self, info: StepInfo) -> None:
         epoch = self.begin_epoch(info)
@@ -110,8 +127,10 @@ class PRRClient(FederatedClient):
         mean_losses = (epoch.loss_sums / max(epoch.batches, 1)).tolist()
         name = self.task.score_name  # f1 (segmentation: dice)
         self.last_epoch = {"loss_personal": mean_losses[0], "loss_deputy": mean_losses[1], "stage": int(epoch.stage),
-                           f"{name}_personal_train": epoch.f1_personal, f"{name}_deputy_train": epoch.f1_deputy}
+                           f"{name}_personal_train": epoch.f1_personal, f"{name}_deputy_train": epoch.f1_deputy,
+                           "gamma": None if epoch.gamma is None else epoch.gamma.tolist()}
         self.epoch_log.append(dict(self.last_epoch))
+        self.evaluate_epoch()
 
     def release_round_state(self) -> None:
         self.optimizers = {}  # re-created at the next round start (begin_epoch)
@@ -122,8 +141,21 @@ class PRRClient(FederatedClient):
             and self.params.det_stage_estimate == "faithful"
 
     def round_info(self) -> Dict[str, Any]:
-        """DET stage, losses and stage-check F1 (NaN when the stage was forced) of each epoch."""
-        return {"epochs": list(self.epoch_log)}
+        """DET stage, losses, stage-check F1 (NaN when the stage was forced) and CPA prototype factor
+        (None before ``t_init`` or without CPA) of each epoch; with ``prr_diagnostics``, the validation
+        score (``f1``; segmentation: ``dice``) of P and D before and after the round's receive
+        (``deputy_received`` False: nothing came, the last round; after = before)."""
+        info: Dict[str, Any] = {"epochs": list(self.epoch_log)}
+        b, self.boundary = self.boundary, {}
+        if b:
+            received = b["deputy_after"] is not None
+            deputy_after = b["deputy_after"] if received else b["deputy_before"]
+            name = self.task.score_name
+            info.update({f"{name}_personal_valid_before_receive": b["personal_before"],
+                         f"{name}_personal_valid_after_receive": deputy_after if self.single_model else b["personal_before"],
+                         f"{name}_deputy_valid_before_receive": b["deputy_before"],
+                         f"{name}_deputy_valid_after_receive": deputy_after, "deputy_received": received})
+        return info
 
     def payload(self, info: StepInfo) -> Message:
         out: Message = {"prototypes": self.local_protos.clone(), "prototype_counts": self.local_proto_counts.clone(),
@@ -134,6 +166,14 @@ class PRRClient(FederatedClient):
 
     def reported_model(self) -> nn.Module:
         return self.personal
+
+    def epoch_models(self) -> Dict[str, nn.Module]:
+        """``prr_eval_every_epoch`` evaluates P_k and D_k (one model without DET: ``model``)."""
+        return super().epoch_models() if self.single_model else {"personal": self.personal, "deputy": self.deputy}
+
+    def _valid_score(self, model: nn.Module) -> float:
+        """The task score of ``model`` on this client's validation split (the diagnosis)."""
+        return self.task.score(model, self.valid_split, self.ctx.num_classes, self.ctx.eval_batch_size)
 
     # ----------------------------------------------------------------- DET and CPA
     def _stage_f1(self, train_predictions=None):
@@ -172,7 +212,8 @@ class PRRClient(FederatedClient):
     # ----------------------------------------------------------------- resume
     def extra_state(self) -> Dict[str, Any]:
         return {"local_protos": self.local_protos, "local_proto_counts": self.local_proto_counts,
-                "global_protos": self.global_protos, "stage": int(self.stage), "epoch_log": list(self.epoch_log)}
+                "global_protos": self.global_protos, "stage": int(self.stage), "epoch_log": list(self.epoch_log),
+                "boundary": dict(self.boundary)}
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.local_protos = state["local_protos"]
@@ -180,6 +221,7 @@ class PRRClient(FederatedClient):
         self.global_protos = state["global_protos"]
         self.stage = Stage(state["stage"])
         self.epoch_log = list(state["epoch_log"])
+        self.boundary = dict(state.get("boundary", {}))  # absent from resume files of earlier versions
 
 
 class PRREpoch:

@@ -101,6 +101,14 @@ class SingleModelClient(FederatedClient):
         optimizer = self.make_optimizer(self.model, info.round_idx)
         for _ in range(self.ctx.schedule.epochs):
             self.last_loss = train_epoch(self, self.model, optimizer, self.batch_loss, self.regularizer)
+            if self.reports_trained_model():
+                self.evaluate_epoch()
+
+    @classmethod
+    def reports_trained_model(cls) -> bool:
+        """Whether the model trained here is the reported one (then ``prr_eval_every_epoch`` evaluates it
+        after each epoch; Ditto, FedRoD, FedAvg-FT report another model and record no epoch evaluation)."""
+        return cls.reported_model is SingleModelClient.reported_model
 
     # ----------------------------------------------------------------- protocol
     def apply(self, message: Message) -> None:

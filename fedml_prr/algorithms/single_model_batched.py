@@ -51,4 +51,9 @@ class SingleModelCohort(Cohort):
             means = loss_sums.cpu() / torch.tensor([max(n, 1) for n in batches])  # read once per epoch
             for client, mean in zip(members, means.tolist()):
                 client.last_loss = mean
+            if any(c.ctx.eval_every_epoch and c.reports_trained_model() for c in members):
+                self.store_slots()  # the epoch's weights into each client's model, evaluated there
+                for client in members:
+                    if client.reports_trained_model():
+                        client.evaluate_epoch()
         self.store_slots()

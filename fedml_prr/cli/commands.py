@@ -154,6 +154,21 @@ def provision_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def diagnose_command(args: argparse.Namespace) -> int:
+    """``fedml-prr diagnose``: PRR's diagnosis and the retrogress figure from run folders."""
+    from ..compare.diagnosis_report import diagnose
+
+    try:
+        report = diagnose(args.runs, args.out)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        if args.verbose:
+            raise
+        return fail(f"error: {exc}")
+    print(report.text)
+    print(f"diagnosis written to {report.out}/ ({', '.join(p.name for p in report.files) or 'no file'})")
+    return 0
+
+
 def algorithms_command(args: Optional[argparse.Namespace] = None) -> int:
     """``fedml-prr algorithms``: every algorithm and its one-line summary (from the declarations,
     :mod:`fedml_prr.config.algorithms`: no torch needed)."""
@@ -163,4 +178,5 @@ def algorithms_command(args: Optional[argparse.Namespace] = None) -> int:
 
 
 COMMANDS: Mapping[str, Any] = {"run": run_command, "compare": compare_command, "prepare": prepare_command,
-                               "provision": provision_command, "algorithms": algorithms_command}
+                               "provision": provision_command, "algorithms": algorithms_command,
+                               "diagnose": diagnose_command}

@@ -84,6 +84,16 @@ def build_parser(*, layout_names: bool = True) -> argparse.ArgumentParser:
                               "95%% CI and paired t-test in paired.md/.csv/.json and paired.png (default: PRR when "
                               "compared, else the first of --algorithms)")
 
+    diagnose = sub.add_parser(
+        "diagnose", help="PRR's diagnosis (DET stages, CPA factor, P_k and D_k around each receive) and the "
+                         "retrogress figure from run folders",
+        description="For each PRR run folder write diagnosis_<algorithm>.csv and .png (per round and client: DET "
+                    "stages, CPA factor, P_k's and D_k's validation score before and after the receive) and print "
+                    "a summary per client; runs made with prr_eval_every_epoch: true (e.g. a PRR and a FedAvg run) "
+                    "also give retrogress_epochs.png (test metric after every local epoch and each receive).")
+    diagnose.add_argument("runs", nargs="+", metavar="RUN_FOLDER", help="results folders (prr_results_dir) of runs")
+    diagnose.add_argument("--out", help="folder for the CSV and figures (default: the first run folder)")
+
     provision = sub.add_parser(
         "provision", help="create a federation CA and one TLS kit per party (key, certificate, CA, config part)",
         description="Create <out>/ca (the CA's key and certificate: keep the key offline) and <out>/<party>/ "

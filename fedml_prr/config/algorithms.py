@@ -106,6 +106,10 @@ class PRRParams:
         (the "without DET" ablation).
     use_cpa:
         ``false``: plain cross-entropy instead of the CPA loss (the "without CPA" ablation).
+    diagnostics:
+        Record, at every round boundary, the validation score of P and D before and after the
+        receive (two extra evaluation passes of the deputy over the validation split per round;
+        docs/algorithm.md, "Diagnosis").
     """
 
     pfa_ratio_start: float = 0.7
@@ -124,6 +128,7 @@ class PRRParams:
     aggregation: str = "pfa"
     use_det: bool = True
     use_cpa: bool = True
+    diagnostics: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.pfa_ratio_start <= 1 or not 0 <= self.pfa_ratio_end <= 1:

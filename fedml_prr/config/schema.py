@@ -117,6 +117,10 @@ class RunOptions:
     augment:
         Apply the reference training augmentation (spec section 4); ``false`` trains on the
         plain images (e.g. to compare with FedML's own trainers, which do not augment).
+    eval_every_epoch:
+        Evaluate the reported model(s) (PRR: P_k and D_k) on the test split after every local epoch
+        and right after each receive, into the round's record (the retrogress figure of
+        ``fedml-prr diagnose``); costs one test pass per model and epoch.
 
     The engine keys (``prr_engine``, ...) are :class:`EngineOptions`.
     """
@@ -130,6 +134,7 @@ class RunOptions:
     selection_fraction: float = 0.8
     threads: int = 0
     augment: bool = True
+    eval_every_epoch: bool = False
 
     def __post_init__(self) -> None:
         check(self.image_size >= 8, "prr_image_size must be at least 8")

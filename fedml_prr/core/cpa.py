@@ -46,9 +46,11 @@ def prototype_factor(
 ) -> torch.Tensor:
     """Per-class loss factor ``gamma_c = (1 + tau) / (cos(p_c, g_c) + tau)``, in ``[1, (1+tau)/(tau-1)]``.
 
-    With ``tau = 3`` and non-negative (post-ReLU) features the cosine is in ``[0, 1]`` and
-    ``gamma`` in ``[1, 4/3]``; a class whose local prototype points away from the global one is
-    up-weighted.
+    With ``tau = 3``: non-negative (post-ReLU) prototypes and the mean global prototype give a
+    cosine in ``[0, 1]`` and ``gamma`` in ``[1, 4/3]``; the reference's Gaussian global prototype
+    (mean + noise of scale ``max(std, 1)``) can have negative components, so the cosine spans
+    ``[-1, 1]`` and ``gamma`` ``[1, 2]``.  A class whose local prototype points away from the global
+    one is up-weighted: ``gamma`` multiplies that class's loss, and so its step size.
 
     Parameters
     ----------

@@ -15,7 +15,9 @@ metrics the paper reports: PRR's personalized model, FedAvg's copy of the global
 valid and test splits, once just before it receives the server's next message and once just
 after.  ``retrogress`` = test macro-F1 (segmentation: Dice) after - before (negative: the
 server's model made the client worse).  The round's record carries the *after* metrics, which are those of the model
-the client holds going into the next round.
+the client holds going into the next round.  With ``prr_eval_every_epoch`` the record also carries the
+test metrics of :meth:`FederatedClient.epoch_models` after every local epoch (``test_every_epoch``, one
+entry per epoch) and right after the receive (``test_after_receive``): the retrogress figure's points.
 
 An absent client (not sampled, or dropped out) keeps its state and receives nothing.  Told it is
 not in the next round (``in_next_round: false``), it records its round once trained, marked
@@ -57,6 +59,8 @@ class ClientContext:
     #: every client's training split concatenated; only for algorithms that ask for it
     #: (``NEEDS_POOLED_DATA``: the Centralized reference), None otherwise
     pooled_train: Optional[ImageSplit] = None
+    #: ``prr_eval_every_epoch``: test metrics after every local epoch and after each receive
+    eval_every_epoch: bool = False
 
 
 def client_generator(seed: int, silo: int) -> torch.Generator:
@@ -102,6 +106,7 @@ class FederatedClient(abc.ABC):
         self.models: Dict[str, nn.Module] = {}
         self._before: Dict[int, Dict[str, Dict[str, float]]] = {}
         self._records: List[Dict[str, Any]] = []
+        self._epoch_evals: List[Dict[str, Dict[str, float]]] = []  # this round's, see evaluate_epoch
         self._last_recorded = -1  # the last round this silo evaluated
         self._last_step = -1
         self.received_step = -1  # step of the last server message
@@ -129,6 +134,8 @@ class FederatedClient(abc.ABC):
             self._record_round(closed, took_part=took_part)
         for stale in [r for r in self._before if closed is None or r < closed]:
             del self._before[stale]  # a round this silo did not finish (it missed its last step)
+        if (message["step"] - 1) % self.spr == 0:  # a round starts (the batched engine may train before train())
+            self._epoch_evals = []
 
     def train(self, step: int) -> None:
         """Run training step ``step`` (nothing at the handshake)."""
@@ -197,6 +204,16 @@ class FederatedClient(abc.ABC):
         """Algorithm-specific details of the round just finished, stored in its metrics record."""
         return {}
 
+    def epoch_models(self) -> Dict[str, nn.Module]:
+        """The models ``prr_eval_every_epoch`` evaluates, by name (default: the reported one, ``model``)."""
+        return {"model": self.reported_model()}
+
+    def evaluate_epoch(self) -> None:
+        """With ``prr_eval_every_epoch``, the test metrics of :meth:`epoch_models` now: algorithms call it
+        at the end of every local epoch (none otherwise; docs/algorithm.md, "Diagnosis")."""
+        if self.ctx.eval_every_epoch:
+            self._epoch_evals.append(self._evaluate_models())
+
     def extra_state(self) -> Dict[str, Any]:
         """Algorithm state beyond ``self.models`` needed to resume (tensors and plain values)."""
         return {}
@@ -219,6 +236,10 @@ class FederatedClient(abc.ABC):
         return {name: self.task.evaluate(model, by_name[name], self.ctx.num_classes, self.ctx.eval_batch_size)
                 for name in splits}
 
+    def _evaluate_models(self) -> Dict[str, Dict[str, float]]:
+        return {name: self.task.evaluate(model, self.test_split, self.ctx.num_classes, self.ctx.eval_batch_size)
+                for name, model in self.epoch_models().items()}
+
     def _record_round(self, round_idx: int, *, received: bool = True, took_part: bool = True) -> None:
         before = self._before.pop(round_idx)
         replaced = received and self.REPORTED_MODEL_REPLACED_ON_RECEIVE
@@ -233,6 +254,10 @@ class FederatedClient(abc.ABC):
             "test_before_receive": before["test"], "retrogress": retrogress,
             **self.round_info(),
         }
+        if self._epoch_evals and took_part:  # prr_eval_every_epoch, and the algorithm evaluates its epochs
+            record["test_every_epoch"], self._epoch_evals = self._epoch_evals, []
+            if received:
+                record["test_after_receive"] = self._evaluate_models()
         record.update({k: False for k, v in (("received", received), ("took_part", took_part)) if not v})
         last_missed = round_idx - took_part  # it was absent (dropped out, or not sampled) in between:
         if last_missed > self._last_recorded:

@@ -128,7 +128,7 @@ def client_context(config: RunConfig, silo: int, data: ClientData, num_classes: 
                          build_model=build or model_factory(config, num_classes), schedule=config.schedule,
                          device=device or resolve_device(config.options.device), seed=config.seed,
                          eval_batch_size=config.options.eval_batch_size, augment=config.options.augment,
-                         pooled_train=pooled)
+                         pooled_train=pooled, eval_every_epoch=config.options.eval_every_epoch)
 
 
 def build_server(config: RunConfig, server_class: Type[FederatedServer], num_clients: int,
