@@ -98,7 +98,10 @@ def test_every_client_is_evaluated_at_the_end_and_the_cohorts_are_recorded(tmp_p
     assert "took_part" not in last[1] and last[1]["missed_rounds"] == [1]
     # silo 1 sits out round 1: it records round 0 as soon as it trained it, receiving nothing
     first = {x["silo"]: x for x in records if x["round"] == 0}
-    assert first[1]["received"] is False and first[1]["retrogress"] != first[1]["retrogress"]  # NaN
+    assert first[1]["received"] is False and first[1]["retrogress"] is None  # NaN, written as null
+    # PRR's diagnosis of that round is recorded too: the deputy it trained, none received
+    assert first[1]["deputy_received"] is False and first[1]["f1_deputy_valid_before_receive"] is not None
+    assert any(x["deputy_received"] for x in first.values() if x.get("received", True))
     assert "received" not in first[2]
     assert sorted(result.summary["final"]["clients"]) == ["A", "B", "C"]
     table = (tmp_path / "PRR" / "federation.txt").read_text().splitlines()  # each client's split, by class

@@ -26,7 +26,7 @@ from ..core.metrics import macro_f1
 from ..devices import to_device
 from ..core.prototypes import PrototypeAccumulator, global_prototype, reset_prototypes
 from ..training.codec import integer, optional, state, tensor
-from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo, cpu_state, step_info
+from ..training.federated import ClientContext, FederatedClient, FederatedServer, Message, StepInfo, cpu_state
 from ..training.loops import training_batches
 from ..training.tasks import ScoreTracker
 from .registry import get_algorithm, register_algorithm
@@ -72,16 +72,16 @@ class PRRClient(FederatedClient):
                 self.boundary["deputy_after"] = self._valid_score(self.deputy)
 
     def train(self, step: int) -> None:
-        """The protocol's step, then (``prr_diagnostics``, at a round's last step) the validation score
-        of the deputy about to be uploaded; P's is the base class's before-receive evaluation."""
+        self.boundary = {}  # a message that closes no round carries no deputy to score
         super().train(step)
-        self.boundary = {}
-        if step >= 1 and self.params.diagnostics:
-            info = step_info(step, self.spr, self.ctx.schedule)
-            if info.last_of_round:
-                personal = self._before[info.round_idx]["valid"][self.task.selection_metric]
-                deputy = personal if self.single_model else self._valid_score(self.deputy)
-                self.boundary = {"personal_before": personal, "deputy_before": deputy, "deputy_after": None}
+
+    def round_trained(self, info: StepInfo) -> None:
+        """``prr_diagnostics``: the validation score of P (the base class's before-receive evaluation)
+        and of the deputy about to be uploaded; the received deputy's is added in :meth:`apply`."""
+        if self.params.diagnostics:
+            personal = self._before[info.round_idx]["valid"][self.task.selection_metric]
+            deputy = personal if self.single_model else self._valid_score(self.deputy)
+            self.boundary = {"personal_before": personal, "deputy_before": deputy, "deputy_after": None}
 
     def local_step(self, info: StepInfo) -> None:
         epoch = self.begin_epoch(info)

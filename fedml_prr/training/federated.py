@@ -149,8 +149,13 @@ class FederatedClient(abc.ABC):
             self.local_step(info)
         if info.last_of_round:
             self._before[info.round_idx] = self._evaluate_reported(("valid", "test"))
+            self.round_trained(info)
             if not self._in_next_round and not info.last_of_run:  # no message comes before it is next sampled
                 self._record_round(info.round_idx, received=False)
+
+    def round_trained(self, info: StepInfo) -> None:
+        """Hook: round ``info.round_idx``'s local training has ended and its before-receive evaluation
+        is in ``_before``; called before the round can be recorded (an algorithm adds to its record here)."""
 
     def upload(self) -> Message:
         """What goes to the server after :meth:`train` (always ``silo``, ``step``, ``num_samples``)."""
