@@ -120,6 +120,7 @@ def test_mpi_and_grpc_end_with_the_same_metrics_and_checkpoints_as_one_process(p
         assert_same_checkpoints(folder / "sp", folder / backend)
 
 
+@pytest.mark.slow  # one more MPI job (60-130 s): the default suite keeps PRR's MPI/gRPC equality
 def test_mpi_runs_a_baseline_identically(tmp_path, data_root):
     config_file = write_config(tmp_path, data_root, algorithm="FedAvg")
     single_process(config_file, tmp_path / "sp")
@@ -128,6 +129,7 @@ def test_mpi_runs_a_baseline_identically(tmp_path, data_root):
     assert records(tmp_path / "mpi") == records(tmp_path / "sp")
 
 
+@pytest.mark.slow  # one more MPI job (60-130 s): the default suite keeps PRR's MPI/gRPC equality
 def test_mpi_runs_prr_segmentation_identically(tmp_path):
     """The prostate path (masks, Dice selection, pixel CPA) under mpirun matches one process."""
     doc = {
@@ -307,6 +309,7 @@ def test_grpc_federation_goes_on_without_a_killed_client_which_rejoins_with_resu
     assert back["missed_rounds"] == list(range(back["missed_rounds"][0], back["round"]))
 
 
+@pytest.mark.slow  # one more MPI job (60-130 s): the default suite keeps PRR's MPI/gRPC equality
 def test_fedml_own_mpi_fedavg_and_fedprox_run_side_by_side_with_a_proximal_term(tmp_path, data_root):
     config_file = write_config(tmp_path, data_root, algorithm="FedAvg")
     # what FedML's trainer does: no augmentation, no weight decay with SGD, a constant learning rate
