@@ -132,6 +132,25 @@ def check_algorithms_match_cpu(device: str, tmp: Path, algorithms: Optional[Iter
             "tolerance": f"{ROUND_TOLERANCE} x the round's change + {ROUND_FLOOR}"}
 
 
+def one_prr_epoch(folder: Path, device: str, **engine) -> Dict[str, torch.Tensor]:
+    """Every state tensor after the handshake and one PRR epoch of the batched engine (options ``engine``).
+
+    On a CPU it runs with oneDNN off: oneDNN picks its own kernels per layout, and their rounding
+    grows over the epoch (measured in :func:`check_grouped_matches_per_slot`), so two engine variants are
+    compared on PyTorch's native kernels.  On CUDA both run cuDNN, as in training.
+    """
+    parties = participants(folder, "PRR", device, prr_engine="batched", **engine)
+    with torch.backends.mkldnn.flags(enabled=False) if device == "cpu" else contextlib.nullcontext():
+        for _ in range(2):  # handshake + one epoch
+            parties.step()
+    return states(parties)
+
+
+def epoch_difference(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> float:
+    """Largest absolute difference between two runs' floating-point state tensors."""
+    return max((a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point())
+
+
 def check_grouped_matches_per_slot(device: str, tmp: Path) -> Dict[str, Any]:
     """Grouped and per-slot convolutions of the batched engine agree on ``device``."""
     with exact_float32():
@@ -148,21 +167,13 @@ def check_grouped_matches_per_slot(device: str, tmp: Path) -> Dict[str, Any]:
         step = max(((grads[0][k] - grads[1][k]).abs().max() / grads[1][k].abs().max().clamp_min(1e-12)).item()
                    for k in grads[0])
         assert step <= STEP_GRAD_TOLERANCE, f"one step's gradients differ by {step:.2e} of their largest value"
-        runs = []
-        # On a CPU, oneDNN picks its own kernels for grouped and per-slot convolutions, and their
-        # rounding differences (~1e-7, within the step check above) grow to 1e-3..1e-2 over an epoch
-        # (measured on an AVX2 EPYC: grouped vs per-slot 1.6e-2, per-slot with vs without oneDNN
-        # 2.2e-3); with oneDNN off both modes run the same native kernels, so the epoch compares the
-        # engine's grouping and masking exactly.  On CUDA both run cuDNN, as in training.
-        for mode in ("grouped", "per_slot"):
-            # contiguous activations: channels-last kernels change float results on their own
-            parties = participants(Path(tmp) / mode, "PRR", device, prr_engine="batched", prr_conv_mode=mode,
-                                   prr_channels_last=False)
-            with torch.backends.mkldnn.flags(enabled=False) if device == "cpu" else contextlib.nullcontext():
-                for _ in range(2):  # handshake + one epoch
-                    parties.step()
-            runs.append(states(parties))
-        epoch = max((runs[0][k] - runs[1][k]).abs().max().item() for k in runs[0] if runs[0][k].is_floating_point())
+        # One epoch: with oneDNN, its per-layout kernels' rounding (~1e-7, within the step check above)
+        # grew to 1e-3..1e-2 (AVX2 EPYC: grouped vs per-slot 1.6e-2, per-slot with vs without oneDNN
+        # 2.2e-3), so one_prr_epoch runs a CPU on native kernels and the epoch compares the engine's
+        # grouping and masking exactly.  Contiguous activations: channels-last kernels change float
+        # results on their own.
+        epoch = epoch_difference(*(one_prr_epoch(Path(tmp) / mode, device, prr_conv_mode=mode, prr_channels_last=False)
+                                   for mode in ("grouped", "per_slot")))
     assert epoch <= ENGINE_TOLERANCE, f"one PRR epoch differs by {epoch:.2e} between grouped and per-slot convolutions"
     return {"step_gradient_relative_difference": step, "epoch_weight_difference": epoch,
             "tolerances": {"step": STEP_GRAD_TOLERANCE, "epoch": ENGINE_TOLERANCE}}
@@ -303,16 +314,9 @@ def check_compile_matches_eager(device: str, tmp: Path) -> Dict[str, Any]:
     Not in :data:`CHECKS`: compiling takes a minute on a GPU and minutes on a CPU, so
     gpu_check's ``compile`` part and a ``cuda`` test run it.
     """
-    runs = []
     with exact_float32():
-        for compiled in (False, True):
-            parties = participants(Path(tmp) / f"compiled_{compiled}", "PRR", device, prr_engine="batched",
-                                   prr_compile=compiled)
-            with torch.backends.mkldnn.flags(enabled=False) if device == "cpu" else contextlib.nullcontext():
-                for _ in range(2):  # handshake + one epoch
-                    parties.step()
-            runs.append(states(parties))
-    difference = max((runs[0][k] - runs[1][k]).abs().max().item() for k in runs[0] if runs[0][k].is_floating_point())
+        difference = epoch_difference(*(one_prr_epoch(Path(tmp) / f"compiled_{compiled}", device, prr_compile=compiled)
+                                        for compiled in (False, True)))
     assert difference <= COMPILE_TOLERANCE, f"one compiled PRR epoch differs from eager by {difference:.2e}"
     return {"epoch_weight_difference": difference, "tolerance": COMPILE_TOLERANCE}
 

@@ -99,6 +99,18 @@ def _assign_images(pooled: Mapping[str, ImageSplit], counts: Mapping[str, np.nda
     return new_clients
 
 
+def _checked_arguments(federation: Federation, alpha: float, clients: Optional[int], min_train_images: int) -> int:
+    """The number of clients of a Dirichlet partition (default: the federation's), after checking the arguments."""
+    if federation.task != "classification":
+        raise ValueError(f"the Dirichlet label partition needs a classification dataset; {federation.name!r} is "
+                         f"{federation.task} (per-pixel labels)")
+    clients = len(federation.clients) if clients is None else clients
+    if not alpha > 0 or clients < 1 or min_train_images < 1:
+        raise ValueError(f"the Dirichlet partition needs alpha > 0, clients >= 1 and min_train_images >= 1; got "
+                         f"alpha={alpha}, clients={clients}, min_train_images={min_train_images}")
+    return clients
+
+
 def dirichlet_partition(federation: Federation, *, alpha: float, clients: Optional[int] = None, seed: int,
                         min_train_images: int = 16, max_draws: int = 100) -> Federation:
     """Re-split ``federation`` into ``clients`` clients with Dirichlet(``alpha``) label skew.
@@ -132,13 +144,7 @@ def dirichlet_partition(federation: Federation, *, alpha: float, clients: Option
     ValueError
         A segmentation federation, ``alpha <= 0``, ``clients < 1``, or no acceptable draw.
     """
-    if federation.task != "classification":
-        raise ValueError(f"the Dirichlet label partition needs a classification dataset; {federation.name!r} is "
-                         f"{federation.task} (per-pixel labels)")
-    clients = len(federation.clients) if clients is None else clients
-    if not alpha > 0 or clients < 1 or min_train_images < 1:
-        raise ValueError(f"the Dirichlet partition needs alpha > 0, clients >= 1 and min_train_images >= 1; got "
-                         f"alpha={alpha}, clients={clients}, min_train_images={min_train_images}")
+    clients = _checked_arguments(federation, alpha, clients, min_train_images)
     num_classes = federation.num_classes
     pooled = _pooled_splits(federation)
     class_totals = {s: pooled[s].class_counts(num_classes).numpy() for s in SPLITS}
@@ -172,13 +178,7 @@ def client_dirichlet_partition(federation: Federation, *, alpha: float, clients:
     would get fewer than ``min_train_images`` training images (or no validation/test image):
     ``ValueError`` naming the numbers.
     """
-    if federation.task != "classification":
-        raise ValueError(f"the Dirichlet label partition needs a classification dataset; {federation.name!r} is "
-                         f"{federation.task} (per-pixel labels)")
-    clients = len(federation.clients) if clients is None else clients
-    if not alpha > 0 or clients < 1 or min_train_images < 1:
-        raise ValueError(f"the Dirichlet partition needs alpha > 0, clients >= 1 and min_train_images >= 1; got "
-                         f"alpha={alpha}, clients={clients}, min_train_images={min_train_images}")
+    clients = _checked_arguments(federation, alpha, clients, min_train_images)
     num_classes = federation.num_classes
     pooled = _pooled_splits(federation)
     class_totals = {s: pooled[s].class_counts(num_classes).numpy().astype(np.int64) for s in SPLITS}
